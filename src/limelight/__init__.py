@@ -1,0 +1,1 @@
+"""limelight: a self-hosted, vertically integrated stack for AI characters."""

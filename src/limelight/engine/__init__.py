@@ -1,0 +1,1 @@
+"""limelight's inference engine: token ids and sampling parameters in, token ids out."""

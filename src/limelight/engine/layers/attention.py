@@ -1,0 +1,74 @@
+"""Softmax attention over the paged KV cache.
+
+`PagedAttention` owns one layer's view of the cache: it writes the step's new keys and
+values into their slots, gathers each sequence's whole context through its slot list, and
+runs one batched scaled-dot-product attention over the padded batch (no per-sequence
+Python loop).  Projections, rotary embeddings and norms belong to the model; the cache
+tensors are allocated and bound by the model runner.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from limelight.engine.layers.batch import ForwardBatch
+
+
+class PagedAttention(nn.Module):
+    k_cache: Tensor  # [num_slots, Hkv, D], bound by the model runner
+    v_cache: Tensor
+
+    def __init__(
+        self,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        scale: float,
+        sliding_window: int | None = None,
+        logit_softcap: float | None = None,
+    ) -> None:
+        super().__init__()
+        assert num_heads % num_kv_heads == 0
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = scale
+        self.sliding_window = sliding_window
+        self.logit_softcap = logit_softcap
+        self.k_cache = self.v_cache = torch.empty(0)
+
+    def bind_cache(self, k_cache: Tensor, v_cache: Tensor) -> None:
+        assert k_cache.shape[1:] == (self.num_kv_heads, self.head_dim)
+        self.k_cache, self.v_cache = k_cache, v_cache
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch) -> Tensor:
+        """q [T, H, D], k/v [T, Hkv, D] → [T, H * D]."""
+        self.k_cache[batch.slot_mapping] = k.to(self.k_cache.dtype)
+        self.v_cache[batch.slot_mapping] = v.to(self.v_cache.dtype)
+        keys = self.k_cache[batch.key_slots].to(q.dtype).transpose(1, 2)  # [B, Hkv, Lk, D]
+        values = self.v_cache[batch.key_slots].to(q.dtype).transpose(1, 2)
+        queries = batch.to_padded(q).transpose(1, 2)  # [B, H, Lq, D]
+        mask = batch.attention_mask(self.sliding_window)  # [B, 1, Lq, Lk]
+        if self.logit_softcap is None:
+            out = F.scaled_dot_product_attention(
+                queries, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=True
+            )
+        else:
+            out = _softcapped_attention(queries, keys, values, mask, self.scale, self.logit_softcap)
+        out = out.transpose(1, 2)  # [B, Lq, H, D]
+        return batch.to_flat(out).flatten(1)  # [T, H * D]
+
+
+def _softcapped_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, cap: float
+) -> Tensor:
+    """Attention with tanh-capped logits (Gemma 2 style), which SDPA cannot express."""
+    groups = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(groups, dim=1)
+    v = v.repeat_interleave(groups, dim=1)
+    scores = (q @ k.transpose(-1, -2)) * scale  # [B, H, Lq, Lk]
+    scores = torch.tanh(scores / cap) * cap
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v

@@ -1,0 +1,132 @@
+"""The Llama family: llama (SmolLM2), qwen2 (bias on q/k/v) and qwen3 (per-head QK-norm).
+
+Pre-norm decoder blocks of grouped-query attention with rotary embeddings and a SwiGLU MLP.
+Other families reuse `GatedMLP` and `Attention` from here when their blocks are the same.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from limelight.engine.layers.activation import activation
+from limelight.engine.layers.attention import PagedAttention
+from limelight.engine.layers.batch import ForwardBatch
+from limelight.engine.layers.norm import RMSNorm
+from limelight.engine.layers.rotary import RotaryEmbedding
+from limelight.engine.models.base import CausalLM
+from limelight.engine.models.config import ModelConfig
+
+
+class GatedMLP(nn.Module):
+    def __init__(self, hidden: int, intermediate: int, act: str, bias: bool = False) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=bias)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=bias)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=bias)
+        self.act = activation(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Attention(nn.Module):
+    """Q/K/V projections, optional per-head QK-norm, rotary, paged attention, output."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        rotary: RotaryEmbedding,
+        qkv_bias: bool = False,
+        qk_norm: bool = False,
+        sliding_window: int | None = None,
+        scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        h, kv, d, e = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
+            config.hidden_size,
+        )
+        out_bias = bool(config.get("attention_bias", False)) and not qkv_bias
+        self.q_proj = nn.Linear(e, h * d, bias=qkv_bias or out_bias)
+        self.k_proj = nn.Linear(e, kv * d, bias=qkv_bias or out_bias)
+        self.v_proj = nn.Linear(e, kv * d, bias=qkv_bias or out_bias)
+        self.o_proj = nn.Linear(h * d, e, bias=out_bias)
+        self.q_norm = RMSNorm(d, config.rms_norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(d, config.rms_norm_eps) if qk_norm else None
+        self.rotary = rotary
+        self.attn = PagedAttention(h, kv, d, scale or d**-0.5, sliding_window=sliding_window)
+        self.shape = (h, kv, d)
+
+    def forward(self, x: Tensor, batch: ForwardBatch) -> Tensor:
+        h, kv, d = self.shape
+        q = self.q_proj(x).view(-1, h, d)  # [T, H, D]
+        k = self.k_proj(x).view(-1, kv, d)  # [T, Hkv, D]
+        v = self.v_proj(x).view(-1, kv, d)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = self.rotary(batch.positions, q, k)
+        return self.o_proj(self.attn(q, k, v, batch))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, **attn_kwargs: bool) -> None:
+        super().__init__()
+        self.self_attn = Attention(config, rotary, **attn_kwargs)
+        self.mlp = GatedMLP(
+            config.hidden_size,
+            config.intermediate_size,
+            config.get("hidden_act", "silu"),
+            bias=bool(config.get("mlp_bias", False)),
+        )
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x: Tensor, batch: ForwardBatch) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), batch)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class DecoderModel(nn.Module):
+    def __init__(self, config: ModelConfig, **attn_kwargs: bool) -> None:
+        super().__init__()
+        rotary = RotaryEmbedding(config.rope, config.head_dim)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(
+            DecoderLayer(config, rotary, **attn_kwargs) for _ in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, input_ids: Tensor, batch: ForwardBatch) -> Tensor:
+        x = self.embed_tokens(input_ids)  # [T, E]
+        for layer in self.layers:
+            x = layer(x, batch)
+        return self.norm(x)
+
+
+class LlamaForCausalLM(CausalLM):
+    qkv_bias = False
+    qk_norm = False
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = DecoderModel(config, qkv_bias=self.qkv_bias, qk_norm=self.qk_norm)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def forward(self, input_ids: Tensor, batch: ForwardBatch) -> Tensor:
+        return self.model(input_ids, batch)
+
+    def compute_logits(self, hidden: Tensor) -> Tensor:
+        return self.lm_head(hidden).float()
+
+
+class Qwen2ForCausalLM(LlamaForCausalLM):
+    qkv_bias = True
+
+
+class Qwen3ForCausalLM(LlamaForCausalLM):
+    qk_norm = True
