@@ -1,1 +1,55 @@
-"""limelight: a self-hosted, vertically integrated stack for AI characters."""
+"""limelight: a self-hosted, vertically integrated stack for AI characters.
+
+The public surface of the engine is re-exported here:
+
+    from limelight import LLM, SamplingParams
+    llm = LLM("smollm2-135m-instruct")
+    outs = llm.generate(["Once upon a time"], SamplingParams(temperature=0, max_tokens=32))
+
+Names load on first use, so importing one submodule does not load the whole engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "LLM": "limelight.engine.llm",
+    "AsyncEngine": "limelight.engine.async_engine",
+    "CheckpointError": "limelight.engine.errors",
+    "LimelightError": "limelight.engine.errors",
+    "ModelNotFoundError": "limelight.engine.errors",
+    "RequestError": "limelight.engine.errors",
+    "EngineConfig": "limelight.engine.types",
+    "RequestOutput": "limelight.engine.types",
+    "SamplingParams": "limelight.engine.types",
+    "StreamDelta": "limelight.engine.types",
+    "TokenLogprob": "limelight.engine.types",
+}
+
+if TYPE_CHECKING:
+    from limelight.engine.async_engine import AsyncEngine
+    from limelight.engine.errors import (
+        CheckpointError,
+        LimelightError,
+        ModelNotFoundError,
+        RequestError,
+    )
+    from limelight.engine.llm import LLM
+    from limelight.engine.types import (
+        EngineConfig,
+        RequestOutput,
+        SamplingParams,
+        StreamDelta,
+        TokenLogprob,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'limelight' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+__all__ = sorted(_EXPORTS)

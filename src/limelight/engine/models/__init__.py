@@ -9,12 +9,25 @@ from __future__ import annotations
 from limelight.engine.errors import CheckpointError
 from limelight.engine.models.base import CausalLM
 from limelight.engine.models.config import ModelConfig
+from limelight.engine.models.gemma3 import Gemma3ForCausalLM
+from limelight.engine.models.granitemoe import GraniteMoeForCausalLM
 from limelight.engine.models.llama import LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
+from limelight.engine.models.minimax import MiniMaxForCausalLM
+from limelight.engine.models.mixtral import MixtralForCausalLM
+from limelight.engine.models.olmoe import OlmoeForCausalLM
+from limelight.engine.models.qwen_moe import Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
 
 MODEL_CLASSES: dict[str, type[CausalLM]] = {
+    "gemma3_text": Gemma3ForCausalLM,
+    "granitemoe": GraniteMoeForCausalLM,
     "llama": LlamaForCausalLM,
+    "minimax": MiniMaxForCausalLM,
+    "mixtral": MixtralForCausalLM,
+    "olmoe": OlmoeForCausalLM,
     "qwen2": Qwen2ForCausalLM,
+    "qwen2_moe": Qwen2MoeForCausalLM,
     "qwen3": Qwen3ForCausalLM,
+    "qwen3_moe": Qwen3MoeForCausalLM,
 }
 
 

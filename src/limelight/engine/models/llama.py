@@ -1,10 +1,15 @@
 """The Llama family: llama (SmolLM2), qwen2 (bias on q/k/v) and qwen3 (per-head QK-norm).
 
 Pre-norm decoder blocks of grouped-query attention with rotary embeddings and a SwiGLU MLP.
-Other families reuse `GatedMLP` and `Attention` from here when their blocks are the same.
+Other families reuse `GatedMLP` and `Attention` from here when their blocks are the same,
+and override `LlamaForCausalLM.make_layer` to swap a block's MLP or attention (the MoE
+families in `mixtral.py`, `qwen_moe.py`, `olmoe.py`, `granitemoe.py`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -40,6 +45,7 @@ class Attention(nn.Module):
         qk_norm: bool = False,
         sliding_window: int | None = None,
         scale: float | None = None,
+        norm_offset: float = 0.0,
     ) -> None:
         super().__init__()
         h, kv, d, e = (
@@ -53,8 +59,8 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(e, kv * d, bias=qkv_bias or out_bias)
         self.v_proj = nn.Linear(e, kv * d, bias=qkv_bias or out_bias)
         self.o_proj = nn.Linear(h * d, e, bias=out_bias)
-        self.q_norm = RMSNorm(d, config.rms_norm_eps) if qk_norm else None
-        self.k_norm = RMSNorm(d, config.rms_norm_eps) if qk_norm else None
+        self.q_norm = RMSNorm(d, config.rms_norm_eps, norm_offset) if qk_norm else None
+        self.k_norm = RMSNorm(d, config.rms_norm_eps, norm_offset) if qk_norm else None
         self.rotary = rotary
         self.attn = PagedAttention(h, kv, d, scale or d**-0.5, sliding_window=sliding_window)
         self.shape = (h, kv, d)
@@ -71,15 +77,28 @@ class Attention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, **attn_kwargs: bool) -> None:
+    """Pre-norm block; `mlp` / `self_attn` replace the default SwiGLU MLP / `Attention`."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        rotary: RotaryEmbedding,
+        mlp: nn.Module | None = None,
+        self_attn: nn.Module | None = None,
+        **attn_kwargs: Any,
+    ) -> None:
         super().__init__()
-        self.self_attn = Attention(config, rotary, **attn_kwargs)
-        self.mlp = GatedMLP(
-            config.hidden_size,
-            config.intermediate_size,
-            config.get("hidden_act", "silu"),
-            bias=bool(config.get("mlp_bias", False)),
-        )
+        if self_attn is None:
+            self_attn = Attention(config, rotary, **attn_kwargs)
+        if mlp is None:
+            mlp = GatedMLP(
+                config.hidden_size,
+                config.intermediate_size,
+                config.get("hidden_act", "silu"),
+                bias=bool(config.get("mlp_bias", False)),
+            )
+        self.self_attn = self_attn
+        self.mlp = mlp
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
@@ -88,13 +107,20 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+# (layer index, the shared rotary embedding) → one decoder block
+LayerFactory = Callable[[int, RotaryEmbedding], nn.Module]
+
+
 class DecoderModel(nn.Module):
-    def __init__(self, config: ModelConfig, **attn_kwargs: bool) -> None:
+    def __init__(
+        self, config: ModelConfig, make_layer: LayerFactory | None = None, **attn_kwargs: Any
+    ) -> None:
         super().__init__()
         rotary = RotaryEmbedding(config.rope, config.head_dim)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
-            DecoderLayer(config, rotary, **attn_kwargs) for _ in range(config.num_hidden_layers)
+            make_layer(i, rotary) if make_layer else DecoderLayer(config, rotary, **attn_kwargs)
+            for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
@@ -112,10 +138,14 @@ class LlamaForCausalLM(CausalLM):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.model = DecoderModel(config, qkv_bias=self.qkv_bias, qk_norm=self.qk_norm)
+        self.model = DecoderModel(config, self.make_layer)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+
+    def make_layer(self, index: int, rotary: RotaryEmbedding) -> nn.Module:
+        """Decoder block `index`; families with other blocks (MoE, ...) override this."""
+        return DecoderLayer(self.config, rotary, qkv_bias=self.qkv_bias, qk_norm=self.qk_norm)
 
     def forward(self, input_ids: Tensor, batch: ForwardBatch) -> Tensor:
         return self.model(input_ids, batch)

@@ -1,0 +1,126 @@
+"""`AsyncEngine`: many concurrent token streams over one `LLMEngine`.
+
+The engine steps in a worker thread (PyTorch releases the GIL while it computes); asyncio
+callers hand it requests and aborts through an inbox and read their deltas from a queue
+each.  A stream that is cancelled or closed early aborts its request, and the worker frees
+its KV blocks before it runs another step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from limelight.engine.errors import RequestError
+from limelight.engine.llm import load_engine
+from limelight.engine.llm_engine import LLMEngine
+from limelight.engine.types import RequestOutput, SamplingParams, StreamDelta
+
+
+class AsyncEngine:
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self._wake = threading.Condition()
+        self._inbox: list[tuple[str, list[int], SamplingParams]] = []
+        self._aborts: list[str] = []
+        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
+        self._closed = False
+        self._counter = 0
+        self._worker = threading.Thread(target=self._run, name="limelight-engine", daemon=True)
+        self._worker.start()
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path, **options: Any) -> AsyncEngine:
+        return cls(load_engine(model, **options))
+
+    async def stream(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[StreamDelta]:
+        """Yield the request's deltas as they are sampled; the last has `finish_reason`."""
+        token_ids = self.engine.prompt_ids(prompt)  # raises RequestError before queueing
+        request_id = request_id or self._next_id()
+        queue: asyncio.Queue[StreamDelta | BaseException] = asyncio.Queue()
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the engine is shut down")
+            self._streams[request_id] = (asyncio.get_running_loop(), queue)
+            self._inbox.append((request_id, token_ids, params))
+            self._wake.notify()
+        finished = False
+        try:
+            while not finished:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished = item.finish_reason is not None
+                yield item
+        finally:
+            with self._wake:
+                self._streams.pop(request_id, None)
+                if not finished:
+                    self._aborts.append(request_id)
+                    self._wake.notify()
+
+    async def generate(self, prompt: str | list[int], params: SamplingParams) -> RequestOutput:
+        """Collect one stream into a `RequestOutput`-like result."""
+        token_ids: list[int] = []
+        text, reason, logprobs = [], None, []
+        prompt_ids = self.engine.prompt_ids(prompt)
+        async for delta in self.stream(prompt_ids, params):
+            token_ids += delta.token_ids
+            text.append(delta.text)
+            logprobs += delta.logprobs
+            reason = delta.finish_reason
+        assert reason is not None
+        return RequestOutput("", prompt_ids, token_ids, "".join(text), reason, 0, logprobs)
+
+    def shutdown(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._worker.join(timeout=30)
+
+    def _next_id(self) -> str:
+        self._counter += 1
+        return f"stream-{self._counter}"
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._closed or self._inbox or self._aborts or self.engine.has_unfinished):
+                    self._wake.wait()
+                if self._closed:
+                    return
+                inbox, self._inbox = self._inbox, []
+                aborts, self._aborts = self._aborts, []
+            for request_id in aborts:
+                self.engine.abort(request_id)
+            for request_id, token_ids, params in inbox:
+                try:
+                    self.engine.add_request(token_ids, params, request_id)
+                except RequestError as err:
+                    self._deliver(request_id, err)
+            try:
+                deltas = self.engine.step()
+            except Exception as err:  # a failed step fails its streams, not the process
+                self._fail_all(err)
+                continue
+            for delta in deltas:
+                self._deliver(delta.request_id, delta)
+                if delta.finish_reason is not None:
+                    self.engine.requests.pop(delta.request_id, None)
+
+    def _deliver(self, request_id: str, item: StreamDelta | BaseException) -> None:
+        with self._wake:
+            target = self._streams.get(request_id)
+        if target is not None:
+            loop, queue = target
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def _fail_all(self, err: Exception) -> None:
+        for request_id in list(self.engine.requests):
+            self.engine.abort(request_id)
+            self._deliver(request_id, err)

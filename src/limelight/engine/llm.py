@@ -1,0 +1,80 @@
+"""`LLM`: the engine as a library call, `llm.generate(prompts, params)`.
+
+Loads a checkpoint (packaged name, `.gguf` file or Hugging Face folder), builds the model
+and the engine, and runs requests to completion.  For streaming and concurrency use
+`AsyncEngine`; both share `load_engine`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from limelight.engine.llm_engine import LLMEngine
+from limelight.engine.loader import Checkpoint, open_checkpoint
+from limelight.engine.models import CausalLM, model_class
+from limelight.engine.tokenizer import Tokenizer
+from limelight.engine.types import EngineConfig, RequestOutput, SamplingParams
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def load_model(checkpoint: Checkpoint, config: EngineConfig) -> CausalLM:
+    model = model_class(checkpoint.config.model_type)(checkpoint.config)
+    model.load_weights(checkpoint.weights())
+    return model.to(device=config.device, dtype=getattr(torch, config.dtype)).eval()
+
+
+def engine_config(options: dict[str, Any]) -> EngineConfig:
+    known = {f.name for f in dataclasses.fields(EngineConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"unknown engine options {unknown}; known options: {sorted(known)}")
+    return EngineConfig(**options)
+
+
+def load_engine(model: str | Path, **options: Any) -> LLMEngine:
+    config = engine_config(options)
+    checkpoint = open_checkpoint(model)
+    return LLMEngine(load_model(checkpoint, config), checkpoint.tokenizer, config)
+
+
+class LLM:
+    def __init__(self, model: str | Path = DEFAULT_MODEL, **options: Any) -> None:
+        self.engine = load_engine(model, **options)
+        self.tokenizer: Tokenizer = self.engine.tokenizer  # type: ignore[assignment]
+
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
+    ) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, **kwargs
+        )
+
+    def generate(
+        self,
+        prompts: str | list[int] | Sequence[str | list[int]],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+    ) -> list[RequestOutput]:
+        """Run every prompt to completion, batched; outputs in the order of the prompts."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]  # type: ignore[list-item]
+        if params is None or isinstance(params, SamplingParams):
+            params = [params or SamplingParams()] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling parameters")
+        ids = [self.engine.add_request(p, sp) for p, sp in zip(prompts, params)]  # type: ignore[arg-type]
+        try:
+            while self.engine.has_unfinished:
+                self.engine.step()
+        finally:
+            for request_id in ids:
+                if request_id in self.engine.requests and not self.engine.requests[
+                    request_id
+                ].seq.is_finished:
+                    self.engine.abort(request_id)
+        return [self.engine.pop_output(i) for i in ids]

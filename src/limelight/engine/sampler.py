@@ -1,0 +1,109 @@
+"""Turn a step's logits into next tokens, batched over the sequences that sample.
+
+Order of processing, per row: penalties (repetition over prompt and output, presence and
+frequency over the output), then greedy argmax, or temperature → top-k → top-p → min-p
+and a draw.  Draws use the exponential-race form of categorical sampling
+(`argmax(p / E)`, `E ~ Exp(1)`), so a request with a seed draws its noise from its own
+generator and gets the same tokens whatever else shares the batch.  Log-probabilities are
+those of the model's raw distribution, before any processing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from limelight.engine.sequence import Sequence
+from limelight.engine.types import TokenLogprob
+
+
+def sample(logits: Tensor, seqs: list[Sequence]) -> tuple[list[int], list[TokenLogprob | None]]:
+    """logits [N, V] float32, one row per sequence → token ids and optional logprobs."""
+    raw = logits
+    if any(s.params.has_penalties for s in seqs):
+        logits = apply_penalties(logits.clone(), seqs)
+    tokens = logits.argmax(dim=-1)  # [N]
+    random_rows = [i for i, s in enumerate(seqs) if not s.params.is_greedy]
+    if random_rows:
+        index = torch.tensor(random_rows, device=logits.device)
+        probs = filtered_probs(logits[index], [seqs[i] for i in random_rows])
+        noise = exponential_noise(probs.shape, [seqs[i] for i in random_rows], probs.device)
+        tokens[index] = (probs / noise).argmax(dim=-1)
+    token_list = tokens.tolist()
+    return token_list, token_logprobs(raw, token_list, seqs)
+
+
+def apply_penalties(logits: Tensor, seqs: list[Sequence]) -> Tensor:
+    vocab = logits.shape[-1]
+    for row, seq in enumerate(seqs):
+        p = seq.params
+        if not p.has_penalties:
+            continue
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(seq.token_ids)), dtype=torch.long)
+            seen = seen[seen < vocab].to(logits.device)
+            values = logits[row, seen]
+            logits[row, seen] = torch.where(
+                values > 0, values / p.repetition_penalty, values * p.repetition_penalty
+            )
+        if seq.output_ids and (p.presence_penalty or p.frequency_penalty):
+            counts = torch.bincount(
+                torch.tensor(seq.output_ids, device=logits.device), minlength=vocab
+            )[:vocab].to(logits.dtype)
+            logits[row] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
+    return logits
+
+
+def filtered_probs(logits: Tensor, seqs: list[Sequence]) -> Tensor:
+    """[n, V] logits → probabilities after temperature, top-k, top-p and min-p."""
+    temperature = torch.tensor([s.params.temperature for s in seqs], device=logits.device)
+    logits = logits / temperature[:, None]
+    top_k = [s.params.top_k for s in seqs]
+    if any(top_k):
+        k = torch.tensor([t or logits.shape[-1] for t in top_k], device=logits.device)
+        kth = logits.sort(dim=-1, descending=True).values.gather(-1, (k - 1)[:, None])
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    top_p = torch.tensor([s.params.top_p for s in seqs], device=logits.device)
+    if (top_p < 1).any():
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # drop a token when the tokens ranked above it already reach top_p
+        drop = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p[:, None]
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = logits.softmax(dim=-1)
+    min_p = torch.tensor([s.params.min_p for s in seqs], device=logits.device)
+    if (min_p > 0).any():
+        floor = min_p[:, None] * probs.max(dim=-1, keepdim=True).values
+        probs = probs.masked_fill(probs < floor, 0.0)
+    return probs
+
+
+def exponential_noise(
+    shape: torch.Size, seqs: list[Sequence], device: torch.device
+) -> Tensor:
+    noise = torch.empty(shape, device=device).exponential_()
+    for row, seq in enumerate(seqs):
+        if seq.generator is not None:
+            noise[row] = torch.empty(shape[-1]).exponential_(generator=seq.generator).to(device)
+    return noise
+
+
+def token_logprobs(
+    logits: Tensor, tokens: list[int], seqs: list[Sequence]
+) -> list[TokenLogprob | None]:
+    wanted = [s.params.logprobs for s in seqs]
+    if all(w is None for w in wanted):
+        return [None] * len(seqs)
+    logprobs = logits.log_softmax(dim=-1)
+    top_n = max(w or 0 for w in wanted)
+    top = logprobs.topk(top_n, dim=-1) if top_n else None
+    out: list[TokenLogprob | None] = []
+    for row, (token, n) in enumerate(zip(tokens, wanted)):
+        if n is None:
+            out.append(None)
+            continue
+        pairs = (
+            list(zip(top.indices[row, :n].tolist(), top.values[row, :n].tolist())) if top else []
+        )
+        out.append(TokenLogprob(token, float(logprobs[row, token]), pairs[:n]))
+    return out

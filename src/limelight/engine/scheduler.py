@@ -1,0 +1,114 @@
+"""Which sequences run in the next step, and how many of their tokens.
+
+Continuous batching with chunked prefill under one token budget per step: running
+sequences that are decoding go first (one token each) so that a long prompt never stalls
+them, then prefill chunks of running sequences, then newly admitted waiting ones, until
+`max_num_batched_tokens` is spent.  When a decoding sequence needs a KV block and none is
+free, the newest running sequence is preempted: its blocks are released and it waits to
+be recomputed (its prefix will usually still be in the cache).
+
+The scheduler owns the queues and the block manager's bookkeeping; it never runs a model.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from limelight.engine.block_manager import BlockManager
+from limelight.engine.sequence import Sequence, Status
+from limelight.engine.types import EngineConfig
+
+
+@dataclass(slots=True)
+class ScheduledSeq:
+    seq: Sequence
+    num_new: int  # tokens computed for it in this step
+    snapshots: list[tuple[int, int]]  # hybrid models: states to save (consumed, slot)
+    samples: bool  # the step reaches the end of the pending tokens, so a token is sampled
+
+
+class Scheduler:
+    def __init__(self, config: EngineConfig, block_manager: BlockManager) -> None:
+        self.config = config
+        self.blocks = block_manager
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.free_state_slots = list(range(config.max_num_seqs, 0, -1))  # 0 means none
+        self.num_preemptions = 0
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def schedule(self) -> list[ScheduledSeq]:
+        budget = self.config.max_num_batched_tokens
+        decoding = [s for s in self.running if s.num_pending == 1]
+        prefilling = [s for s in self.running if s.num_pending > 1]
+        batch: list[tuple[Sequence, int]] = []
+        for seq in decoding:
+            if seq.status is not Status.RUNNING:
+                continue  # preempted while making room for an older sequence
+            if budget and self._make_room(seq):
+                batch.append((seq, 1))
+                budget -= 1
+        for seq in prefilling:
+            if budget and seq.status is Status.RUNNING:
+                take = min(seq.num_pending, budget)
+                batch.append((seq, take))
+                budget -= take
+        while budget and self.waiting and len(self.running) < self.config.max_num_seqs:
+            seq = self.waiting[0]
+            if not self.blocks.can_allocate(seq):
+                break
+            self._admit(self.waiting.popleft())
+            take = min(seq.num_pending, budget)
+            batch.append((seq, take))
+            budget -= take
+        # a decoding sequence may have been preempted after it was batched
+        batch = [(s, n) for s, n in batch if s.status is Status.RUNNING]
+        return [
+            ScheduledSeq(s, n, self.blocks.plan_snapshots(s, n), n == s.num_pending)
+            for s, n in batch
+        ]
+
+    def finish(self, seq: Sequence) -> None:
+        """Take a finished or aborted sequence out and free its blocks at once."""
+        seq.status = Status.FINISHED
+        if seq in self.running:
+            self.running.remove(seq)
+            self._release(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+
+    def _admit(self, seq: Sequence) -> None:
+        self.blocks.allocate(seq)
+        if self.blocks.is_hybrid:
+            seq.state_slot = self.free_state_slots.pop()
+        seq.status = Status.RUNNING
+        self.running.append(seq)
+
+    def _make_room(self, seq: Sequence) -> bool:
+        """Find a KV slot for a decoding sequence, preempting the newest others if needed."""
+        while not self.blocks.append_slot(seq):
+            victim = max(self.running, key=lambda s: s.arrival)
+            self._preempt(victim)
+            if victim is seq:
+                return False
+        return True
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self._release(seq)
+        seq.status = Status.WAITING
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def _release(self, seq: Sequence) -> None:
+        self.blocks.release(seq)
+        if seq.state_slot:
+            self.free_state_slots.append(seq.state_slot)
+            seq.state_slot = 0
