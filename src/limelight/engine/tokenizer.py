@@ -51,6 +51,12 @@ _SPLITS = {
 
 
 class Tokenizer:
+    """One model's text ↔ ids, its BOS and end-of-turn ids, and its chat template.
+
+    A rendered chat template often starts with the BOS text itself (Gemma's does): encode
+    such a prompt with `add_special_tokens=False`, as transformers does, or BOS comes twice.
+    """
+
     def __init__(
         self,
         backend: tokenizers.Tokenizer,

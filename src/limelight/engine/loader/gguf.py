@@ -135,6 +135,11 @@ class GGUFFile:
             metadata, tensors = _read_header(memoryview(buffer))
         except _Corrupt as err:
             raise CheckpointError(f"{path}: not a valid GGUF file: {err}") from err
+        if int(metadata.get("split.count", 1)) > 1:
+            raise CheckpointError(
+                f"{path}: one part of a split GGUF; join the parts first "
+                "(llama.cpp's `llama-gguf-split --merge`)"
+            )
         return GGUFFile(path, buffer, metadata, tensors)
 
     @property
@@ -185,6 +190,8 @@ def _read_header(buf: memoryview) -> tuple[dict[str, Any], list[GGUFTensor]]:
     tensors = [
         _tensor(name, dims, type_id, data_start + offset) for name, dims, type_id, offset in infos
     ]
+    if len({t.name for t in tensors}) != len(tensors):
+        raise _Corrupt("two tensors share a name")
     for t in tensors:
         if t.offset + t.num_bytes > len(buf):
             raise _Corrupt(
@@ -242,9 +249,9 @@ class _Metadata:
 def read_gguf_config(file: GGUFFile) -> ModelConfig:
     try:
         return ModelConfig.from_hf(hf_config(file))
-    except (ValueError, TypeError) as err:  # CheckpointError passes: it is a ValueError
-        if isinstance(err, CheckpointError):
-            raise
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError) as err:  # a value of the wrong kind, or out of range
         raise CheckpointError(f"{file.path}: GGUF metadata gives a bad config ({err})") from err
 
 
@@ -269,14 +276,11 @@ def hf_config(file: GGUFFile) -> dict[str, Any]:
         "rope_theta": get("rope.freq_base", 10_000.0),
         "rope_scaling": _rope_scaling(file, get, head_dim),
         "tie_word_embeddings": file.tensor("output.weight") is None,
-        **{
-            f"{name}_token_id": file.metadata.get(f"tokenizer.ggml.{key}_token_id")
-            for name, key in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"))
-        },
+        "bos_token_id": file.metadata.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": file.metadata.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": file.metadata.get("tokenizer.ggml.padding_token_id"),
     }
-    if get.arch == "gemma3":
-        config.update(_gemma3_config(config, get))
-    return config
+    return _gemma3_config(config, get) if get.arch == "gemma3" else config
 
 
 def _rope_scaling(file: GGUFFile, get: _Metadata, head_dim: int) -> dict[str, Any] | None:
@@ -323,13 +327,18 @@ def _llama3_rope(file: GGUFFile, factors: Tensor, theta: float, head_dim: int) -
 
 
 def _gemma3_config(config: dict[str, Any], get: _Metadata) -> dict[str, Any]:
-    """Gemma 3 keys the file leaves implicit, as llama.cpp's gemma3 graph assumes them."""
+    """Gemma 3 keys the file leaves implicit, as llama.cpp's gemma3 graph assumes them.
+
+    Rope moves to transformers 5's per-layer-type `rope_parameters`; scaling (4B and up)
+    applies to the global layers only.
+    """
     num_layers, head_dim = config["num_hidden_layers"], config["head_dim"]
-    global_rope = {"rope_type": "default", **(config.pop("rope_scaling") or {})}
-    global_rope["rope_theta"] = config.pop("rope_theta")
+    common = {k: v for k, v in config.items() if k not in ("rope_theta", "rope_scaling")}
+    global_rope = {"rope_type": "default", **(config["rope_scaling"] or {})}
+    global_rope["rope_theta"] = config["rope_theta"]
     is_27b = num_layers == 62  # llama.cpp scales the 27B model's queries by hidden / heads
     local_theta = get("rope.freq_base_swa", _GEMMA3_LOCAL_ROPE_THETA)
-    return {
+    return common | {
         "hidden_activation": "gelu_pytorch_tanh",
         "sliding_window": get("attention.sliding_window", None),
         "layer_types": _gemma3_layer_types(num_layers, get("attention.sliding_window_pattern", 6)),
@@ -349,7 +358,7 @@ def _gemma3_layer_types(num_layers: int, pattern: int | list[bool]) -> list[str]
     """Per layer: a list of flags (True = sliding), or every `pattern`-th layer global."""
     if isinstance(pattern, list):
         return ["sliding_attention" if swa else "full_attention" for swa in pattern]
-    is_full = [(i + 1) % int(pattern) == 0 for i in range(num_layers)]
+    is_full = [(i + 1) % max(int(pattern), 1) == 0 for i in range(num_layers)]
     return ["full_attention" if full else "sliding_attention" for full in is_full]
 
 

@@ -1,0 +1,58 @@
+"""Many concurrent streams over one engine; cancelled streams free their blocks."""
+
+import asyncio
+
+import pytest
+
+from limelight.engine.async_engine import AsyncEngine
+from limelight.engine.errors import RequestError
+from limelight.engine.types import SamplingParams
+from tests.engine.fakes import tiny_engine
+from tests.engine.test_llm_engine import prompts, run_all
+
+PARAMS = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
+
+
+@pytest.fixture
+def engine():  # type: ignore[no-untyped-def]
+    engine = AsyncEngine(tiny_engine())
+    yield engine
+    engine.shutdown()
+
+
+async def collect(engine: AsyncEngine, prompt: list[int]) -> tuple[list[int], int]:
+    tokens, deltas = [], 0
+    async for delta in engine.stream(prompt, PARAMS):
+        tokens += delta.token_ids
+        deltas += 1
+    return tokens, deltas
+
+
+async def test_concurrent_streams_match_batch_generation(engine: AsyncEngine) -> None:
+    batch = prompts(8, seed=4)
+    results = await asyncio.gather(*(collect(engine, p) for p in batch))
+    assert [tokens for tokens, _ in results] == run_all(tiny_engine(), batch, PARAMS)
+    assert all(deltas == PARAMS.max_tokens for _, deltas in results)  # one delta per token
+
+
+async def test_cancelled_stream_frees_its_blocks(engine: AsyncEngine) -> None:
+    blocks = engine.engine.block_manager
+    total = blocks.num_free_blocks
+    long = SamplingParams(temperature=0, max_tokens=2000, ignore_eos=True)
+    stream = engine.stream([5] * 40, long)
+    async for _ in stream:
+        assert blocks.num_free_blocks < total
+        break
+    await stream.aclose()
+    for _ in range(200):
+        if blocks.num_free_blocks == total and not engine.engine.has_unfinished:
+            break
+        await asyncio.sleep(0.01)
+    assert blocks.num_free_blocks == total
+    assert not engine.engine.requests
+
+
+async def test_bad_request_raises_before_streaming(engine: AsyncEngine) -> None:
+    with pytest.raises(RequestError, match="empty"):
+        async for _ in engine.stream([], PARAMS):
+            pass
