@@ -29,20 +29,34 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from limelight.engine.async_engine import AsyncEngine
+    from limelight.engine.async_engine import AsyncEngine as AsyncEngine
     from limelight.engine.errors import (
-        CheckpointError,
-        LimelightError,
-        ModelNotFoundError,
-        RequestError,
+        CheckpointError as CheckpointError,
     )
-    from limelight.engine.llm import LLM
+    from limelight.engine.errors import (
+        LimelightError as LimelightError,
+    )
+    from limelight.engine.errors import (
+        ModelNotFoundError as ModelNotFoundError,
+    )
+    from limelight.engine.errors import (
+        RequestError as RequestError,
+    )
+    from limelight.engine.llm import LLM as LLM
     from limelight.engine.types import (
-        EngineConfig,
-        RequestOutput,
-        SamplingParams,
-        StreamDelta,
-        TokenLogprob,
+        EngineConfig as EngineConfig,
+    )
+    from limelight.engine.types import (
+        RequestOutput as RequestOutput,
+    )
+    from limelight.engine.types import (
+        SamplingParams as SamplingParams,
+    )
+    from limelight.engine.types import (
+        StreamDelta as StreamDelta,
+    )
+    from limelight.engine.types import (
+        TokenLogprob as TokenLogprob,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from limelight.engine.llm_engine import LLMEngine
@@ -15,7 +17,7 @@ VOCAB = 260  # ids 4..259 are bytes
 class ByteTokenizer:
     """UTF-8 bytes as tokens (id = byte + 4): multi-byte characters span several tokens."""
 
-    eos_token_ids = [EOS]
+    eos_token_ids: ClassVar[list[int]] = [EOS]
     bos_token_id = None
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

@@ -62,11 +62,18 @@ def test_prefix_match_agrees_with_naive_reference() -> None:
     for j, query in enumerate([[1, 2, 3, 4, 5, 6, 7, 8, 0], [1, 2, 3, 4, 9, 9, 9, 9, 1], [7] * 20]):
         s = seq(query, 10 + j)
         m.allocate(s)
-        naive = max(
-            (n for t in stored for n in range(0, len(query), BS)
-             if n + BS <= len(t) and n + BS < len(query) and t[: n + BS] == query[: n + BS]),
-            default=-BS,
-        ) + BS
+        naive = (
+            max(
+                (
+                    n
+                    for t in stored
+                    for n in range(0, len(query), BS)
+                    if n + BS <= len(t) and n + BS < len(query) and t[: n + BS] == query[: n + BS]
+                ),
+                default=-BS,
+            )
+            + BS
+        )
         assert s.num_computed == naive
 
 

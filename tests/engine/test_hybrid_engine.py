@@ -46,7 +46,9 @@ def test_without_a_snapshot_the_prefix_is_not_taken(hybrid) -> None:  # type: ig
     before = engine.stats
     out = run_all(engine, [[*prefix, 3, 4]], PARAMS)
     assert engine.stats.num_prefix_hit_tokens == before.num_prefix_hit_tokens
-    assert out == run_all(tiny_engine(hybrid, enable_prefix_caching=False), [[*prefix, 3, 4]], PARAMS)
+    assert out == run_all(
+        tiny_engine(hybrid, enable_prefix_caching=False), [[*prefix, 3, 4]], PARAMS
+    )
 
 
 def test_concurrent_and_preempted_runs_equal_single_runs(hybrid) -> None:  # type: ignore[no-untyped-def]

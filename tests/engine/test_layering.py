@@ -8,8 +8,17 @@ import limelight
 PACKAGE = Path(limelight.__file__).parent
 PRODUCT = {"server", "characters", "chat", "memory", "voice", "story", "world", "enterprise"}
 ENGINE_INTERNALS = {
-    "scheduler", "block_manager", "model_runner", "llm_engine", "llm", "async_engine",
-    "sampler", "sequence", "detokenizer", "loader", "tokenizer",
+    "scheduler",
+    "block_manager",
+    "model_runner",
+    "llm_engine",
+    "llm",
+    "async_engine",
+    "sampler",
+    "sequence",
+    "detokenizer",
+    "loader",
+    "tokenizer",
 }
 
 

@@ -17,7 +17,9 @@ def prompts(n: int, seed: int = 0) -> list[list[int]]:
     return [[rng.randrange(4, VOCAB) for _ in range(rng.randrange(1, 60))] for _ in range(n)]
 
 
-def run_all(engine: LLMEngine, batch: list[list[int]], params: SamplingParams = GREEDY) -> list[list[int]]:
+def run_all(
+    engine: LLMEngine, batch: list[list[int]], params: SamplingParams = GREEDY
+) -> list[list[int]]:
     ids = [engine.add_request(p, params) for p in batch]
     while engine.has_unfinished:
         engine.step()
@@ -36,7 +38,7 @@ def test_concurrent_greedy_equals_one_at_a_time() -> None:
 def test_shared_prefix_computes_only_the_suffix() -> None:
     prefix = prompts(1, seed=1)[0] * 12
     prefix = (prefix * 20)[:500]
-    first, second = prefix + [5, 6, 7], prefix + [9, 10, 11, 12]
+    first, second = [*prefix, 5, 6, 7], [*prefix, 9, 10, 11, 12]
     engine = tiny_engine()
     run_all(engine, [first])
     before = engine.stats
@@ -67,10 +69,15 @@ def test_seeded_sampling_does_not_depend_on_the_batch() -> None:
 
 def test_stop_strings_logprobs_and_limits() -> None:
     engine = tiny_engine()
-    free = run_all(engine, [[40, 41]], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))[0]
+    free = run_all(
+        engine, [[40, 41]], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
+    )[0]
     text = engine.tokenizer.decode(free)
     stop = text[5:7]
-    out_id = engine.add_request([40, 41], SamplingParams(temperature=0, max_tokens=20, stop=[stop], logprobs=3, ignore_eos=True))
+    out_id = engine.add_request(
+        [40, 41],
+        SamplingParams(temperature=0, max_tokens=20, stop=[stop], logprobs=3, ignore_eos=True),
+    )
     while engine.has_unfinished:
         engine.step()
     out = engine.pop_output(out_id)
@@ -98,5 +105,7 @@ def test_bad_requests_get_clear_errors() -> None:
 
 def test_generation_stops_at_the_context_length() -> None:
     engine = tiny_engine(max_model_len=32)
-    out = run_all(engine, [[5] * 20], SamplingParams(temperature=0, max_tokens=100, ignore_eos=True))[0]
+    out = run_all(
+        engine, [[5] * 20], SamplingParams(temperature=0, max_tokens=100, ignore_eos=True)
+    )[0]
     assert len(out) == 12

@@ -34,7 +34,7 @@ class AsyncEngine:
 
     @classmethod
     def from_pretrained(cls, model: str | Path, **options: Any) -> AsyncEngine:
-        return cls(load_engine(model, **options))
+        return cls(load_engine(model, **options)[0])
 
     async def stream(
         self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
@@ -90,7 +90,9 @@ class AsyncEngine:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not (self._closed or self._inbox or self._aborts or self.engine.has_unfinished):
+                while not (
+                    self._closed or self._inbox or self._aborts or self.engine.has_unfinished
+                ):
                     self._wake.wait()
                 if self._closed:
                     return

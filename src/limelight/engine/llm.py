@@ -37,16 +37,17 @@ def engine_config(options: dict[str, Any]) -> EngineConfig:
     return EngineConfig(**options)
 
 
-def load_engine(model: str | Path, **options: Any) -> LLMEngine:
+def load_engine(model: str | Path, **options: Any) -> tuple[LLMEngine, Checkpoint]:
     config = engine_config(options)
     checkpoint = open_checkpoint(model)
-    return LLMEngine(load_model(checkpoint, config), checkpoint.tokenizer, config)
+    return LLMEngine(load_model(checkpoint, config), checkpoint.tokenizer, config), checkpoint
 
 
 class LLM:
     def __init__(self, model: str | Path = DEFAULT_MODEL, **options: Any) -> None:
-        self.engine = load_engine(model, **options)
-        self.tokenizer: Tokenizer = self.engine.tokenizer  # type: ignore[assignment]
+        self.engine, checkpoint = load_engine(model, **options)
+        self.source = checkpoint.source  # the file or folder the weights came from
+        self.tokenizer: Tokenizer = checkpoint.tokenizer
 
     def apply_chat_template(
         self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
@@ -61,20 +62,27 @@ class LLM:
         params: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> list[RequestOutput]:
         """Run every prompt to completion, batched; outputs in the order of the prompts."""
-        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]  # type: ignore[list-item]
+        batch = _as_batch(prompts)
         if params is None or isinstance(params, SamplingParams):
-            params = [params or SamplingParams()] * len(prompts)
-        if len(params) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling parameters")
-        ids = [self.engine.add_request(p, sp) for p, sp in zip(prompts, params)]  # type: ignore[arg-type]
+            params = [params or SamplingParams()] * len(batch)
+        if len(params) != len(batch):
+            raise ValueError(f"{len(batch)} prompts but {len(params)} sampling parameters")
+        ids = [self.engine.add_request(p, sp) for p, sp in zip(batch, params, strict=True)]
         try:
             while self.engine.has_unfinished:
                 self.engine.step()
         finally:
             for request_id in ids:
-                if request_id in self.engine.requests and not self.engine.requests[
-                    request_id
-                ].seq.is_finished:
+                if (
+                    request_id in self.engine.requests
+                    and not self.engine.requests[request_id].seq.is_finished
+                ):
                     self.engine.abort(request_id)
         return [self.engine.pop_output(i) for i in ids]
+
+
+def _as_batch(prompts: str | list[int] | Sequence[str | list[int]]) -> list[str | list[int]]:
+    """One prompt (text or token ids) or a sequence of them → a list of prompts."""
+    if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+        return [prompts]  # type: ignore[list-item]
+    return list(prompts)  # type: ignore[arg-type]

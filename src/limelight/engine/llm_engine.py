@@ -9,10 +9,10 @@ concurrent streams, `LLM` for batch generation.
 from __future__ import annotations
 
 import itertools
-
-import torch
 from dataclasses import dataclass, field, replace
 from typing import Protocol
+
+import torch
 
 from limelight.engine.block_manager import BlockManager
 from limelight.engine.detokenizer import IncrementalDetokenizer
@@ -142,7 +142,7 @@ class LLMEngine:
         self, scheduled: list[ScheduledSeq], tokens: list[int], logprobs: list[TokenLogprob | None]
     ) -> list[StreamDelta]:
         deltas = []
-        sampled = iter(zip(tokens, logprobs))
+        sampled = iter(zip(tokens, logprobs, strict=True))
         for item in scheduled:
             seq = item.seq
             seq.num_computed += item.num_new

@@ -60,7 +60,8 @@ def filtered_probs(logits: Tensor, seqs: list[Sequence]) -> Tensor:
     logits = logits / temperature[:, None]
     top_k = [s.params.top_k for s in seqs]
     if any(top_k):
-        k = torch.tensor([t or logits.shape[-1] for t in top_k], device=logits.device)
+        vocab = logits.shape[-1]
+        k = torch.tensor([min(t or vocab, vocab) for t in top_k], device=logits.device)
         kth = logits.sort(dim=-1, descending=True).values.gather(-1, (k - 1)[:, None])
         logits = logits.masked_fill(logits < kth, float("-inf"))
     top_p = torch.tensor([s.params.top_p for s in seqs], device=logits.device)
@@ -78,9 +79,7 @@ def filtered_probs(logits: Tensor, seqs: list[Sequence]) -> Tensor:
     return probs
 
 
-def exponential_noise(
-    shape: torch.Size, seqs: list[Sequence], device: torch.device
-) -> Tensor:
+def exponential_noise(shape: torch.Size, seqs: list[Sequence], device: torch.device) -> Tensor:
     noise = torch.empty(shape, device=device).exponential_()
     for row, seq in enumerate(seqs):
         if seq.generator is not None:
@@ -95,15 +94,17 @@ def token_logprobs(
     if all(w is None for w in wanted):
         return [None] * len(seqs)
     logprobs = logits.log_softmax(dim=-1)
-    top_n = max(w or 0 for w in wanted)
+    top_n = min(max(w or 0 for w in wanted), logits.shape[-1])
     top = logprobs.topk(top_n, dim=-1) if top_n else None
     out: list[TokenLogprob | None] = []
-    for row, (token, n) in enumerate(zip(tokens, wanted)):
+    for row, (token, n) in enumerate(zip(tokens, wanted, strict=True)):
         if n is None:
             out.append(None)
             continue
         pairs = (
-            list(zip(top.indices[row, :n].tolist(), top.values[row, :n].tolist())) if top else []
+            list(zip(top.indices[row, :n].tolist(), top.values[row, :n].tolist(), strict=True))
+            if top
+            else []
         )
         out.append(TokenLogprob(token, float(logprobs[row, token]), pairs[:n]))
     return out

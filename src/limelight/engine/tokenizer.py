@@ -53,8 +53,8 @@ _SPLITS = {
 class Tokenizer:
     """One model's text ↔ ids, its BOS and end-of-turn ids, and its chat template.
 
-    A rendered chat template often starts with the BOS text itself (Gemma's does): encode
-    such a prompt with `add_special_tokens=False`, as transformers does, or BOS comes twice.
+    A rendered chat template often starts with the BOS text itself (Gemma's does); `encode`
+    then adds no second BOS, so a rendered prompt can be passed to the engine as it is.
     """
 
     def __init__(
@@ -77,7 +77,11 @@ class Tokenizer:
         return int(self.backend.get_vocab_size(with_added_tokens=True))
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of `text`; with special tokens, BOS first when the model wants one."""
+        """Token ids of `text`; with special tokens, BOS first when the model wants one
+        and the text does not already begin with it."""
+        bos = self.template_tokens.get("bos_token")
+        if add_special_tokens and bos and text.startswith(bos):
+            add_special_tokens = False
         return list(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:

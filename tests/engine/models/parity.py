@@ -37,7 +37,9 @@ def paged_logits(
     num_blocks_each = -(-max(map(len, sequences)) // BLOCK_SIZE)
     block_ids = list(range(1, 1 + num_blocks_each * len(sequences)))
     random.Random(0).shuffle(block_ids)
-    tables = [block_ids[i * num_blocks_each : (i + 1) * num_blocks_each] for i in range(len(sequences))]
+    tables = [
+        block_ids[i * num_blocks_each : (i + 1) * num_blocks_each] for i in range(len(sequences))
+    ]
     model.allocate_caches(
         (len(block_ids) + 1) * BLOCK_SIZE, len(sequences) + 1, num_snapshots, torch.float32
     )
@@ -51,7 +53,9 @@ def paged_logits(
                 for i, (start, num) in enumerate(step)
             ]
             batch = ForwardBatch.build(slices, BLOCK_SIZE)
-            ids = torch.tensor([t for (s, n), seq in zip(step, sequences) for t in seq[s : s + n]])
+            ids = torch.tensor(
+                [t for (s, n), seq in zip(step, sequences, strict=True) for t in seq[s : s + n]]
+            )
             logits = model.compute_logits(model(ids, batch))
             for i, part in enumerate(logits.split([n for _, n in step])):
                 outputs[i].append(part)
@@ -72,7 +76,7 @@ def check_parity(hf_config: PretrainedConfig, tmp_path: Path, seed: int = 0) -> 
     ours = paged_logits(model, sequences, prompt_lens)
     worst = 0.0
     with torch.no_grad():
-        for seq, got in zip(sequences, ours):
+        for seq, got in zip(sequences, ours, strict=True):
             want = reference(torch.tensor([seq])).logits[0].float()
             worst = max(worst, (got - want).abs().max().item())
     assert worst < TOLERANCE, f"max |logit difference| {worst:.2e} exceeds {TOLERANCE}"

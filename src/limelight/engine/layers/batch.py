@@ -81,7 +81,9 @@ class ForwardBatch:
         for row, s in enumerate(seqs):
             end = s.start + s.num_new
             assert len(s.block_table) * block_size >= end, "block table too short"
-            slots = [s.block_table[p // block_size] * block_size + p % block_size for p in range(end)]
+            slots = [
+                s.block_table[p // block_size] * block_size + p % block_size for p in range(end)
+            ]
             first = len(positions)
             positions.extend(range(s.start, end))
             slot_mapping.extend(slots[s.start :])

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from limelight.engine.errors import CheckpointError
 from limelight.engine.layers.attention import PagedAttention
 from limelight.engine.layers.batch import ForwardBatch
+from limelight.engine.layers.linear_attention import LinearAttention
 from limelight.engine.models.config import ModelConfig
 
 
@@ -46,12 +47,12 @@ class CausalLM(nn.Module):
                     torch.zeros(shape, dtype=dtype, device=device),
                     torch.zeros(shape, dtype=dtype, device=device),
                 )
-            elif hasattr(module, "allocate_states"):
+            elif isinstance(module, LinearAttention):
                 module.allocate_states(num_state_slots, num_snapshots, device)
 
     @property
     def has_linear_attention(self) -> bool:
-        return any(hasattr(m, "allocate_states") for m in self.modules())
+        return any(isinstance(m, LinearAttention) for m in self.modules())
 
     def load_weight(self, name: str, tensor: Tensor, params: dict[str, nn.Parameter]) -> bool:
         """Load a tensor whose name is not a parameter name; return False if unknown."""

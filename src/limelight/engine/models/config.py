@@ -46,8 +46,12 @@ class ModelConfig:
     def from_hf(config: dict[str, Any]) -> ModelConfig:
         """Build from a `config.json` dict (a multimodal wrapper's `text_config` is used)."""
         if "text_config" in config and "hidden_size" not in config:
-            config = {**config["text_config"], "tie_word_embeddings": config.get(
-                "tie_word_embeddings", config["text_config"].get("tie_word_embeddings", True))}
+            config = {
+                **config["text_config"],
+                "tie_word_embeddings": config.get(
+                    "tie_word_embeddings", config["text_config"].get("tie_word_embeddings", True)
+                ),
+            }
         heads = config["num_attention_heads"]
         head_dim = config.get("head_dim") or config["hidden_size"] // heads
         return ModelConfig(
