@@ -64,55 +64,53 @@ class ForwardBatch:
     def build(
         seqs: list[SequenceSlice], block_size: int, device: torch.device | str = "cpu"
     ) -> ForwardBatch:
-        """Lay out a step from per-sequence slices (host-side lists, one copy to device)."""
+        """Lay out a step from per-sequence slices: O(B) Python, the rest in tensors."""
         assert seqs, "a step needs at least one sequence"
-        max_q = max(s.num_new for s in seqs)
-        max_k = max(s.start + s.num_new for s in seqs)
-        positions: list[int] = []
-        slot_mapping: list[int] = []
-        flat_index: list[int] = []
-        padded_index: list[list[int]] = []
-        query_positions: list[list[int]] = []
-        key_slots: list[list[int]] = []
-        key_positions: list[list[int]] = []
-        snapshots: list[tuple[int, int, int]] = []
-        restores: list[tuple[int, int]] = []
-        num_tokens = sum(s.num_new for s in seqs)
-        for row, s in enumerate(seqs):
-            end = s.start + s.num_new
-            assert len(s.block_table) * block_size >= end, "block table too short"
-            slots = [
-                s.block_table[p // block_size] * block_size + p % block_size for p in range(end)
-            ]
-            first = len(positions)
-            positions.extend(range(s.start, end))
-            slot_mapping.extend(slots[s.start :])
-            flat_index.extend(row * max_q + i for i in range(s.num_new))
-            pad_q = max_q - s.num_new
-            padded_index.append(list(range(first, first + s.num_new)) + [num_tokens] * pad_q)
-            query_positions.append(list(range(s.start, end)) + [_PAD_QUERY_POSITION] * pad_q)
-            key_slots.append(slots + [0] * (max_k - end))
-            key_positions.append(list(range(end)) + [_PAD_KEY_POSITION] * (max_k - end))
-            snapshots.extend((row, consumed, slot) for consumed, slot in s.snapshots)
-            if s.restore_from is not None:
-                restores.append((s.state_slot, s.restore_from))
+        for s in seqs:
+            assert len(s.block_table) * block_size >= s.start + s.num_new, "block table too short"
+        starts = torch.tensor([s.start for s in seqs])  # [B]
+        query_lens = torch.tensor([s.num_new for s in seqs])  # [B]
+        ends = starts + query_lens
+        max_q, max_k = int(query_lens.max()), int(ends.max())
+        width = max(len(s.block_table) for s in seqs)
+        tables = torch.tensor([s.block_table + [0] * (width - len(s.block_table)) for s in seqs])
 
-        def t(x: list[int] | list[list[int]]) -> Tensor:
-            return torch.tensor(x, dtype=torch.long, device=device)
+        key_pos = torch.arange(max_k).expand(len(seqs), max_k)  # [B, Lk]
+        key_valid = key_pos < ends[:, None]
+        key_slots = tables.gather(1, (key_pos // block_size).clamp(max=width - 1)) * block_size
+        key_slots = torch.where(key_valid, key_slots + key_pos % block_size, 0)
+
+        query_pos = starts[:, None] + torch.arange(max_q)  # [B, Lq]
+        query_valid = torch.arange(max_q) < query_lens[:, None]
+        num_tokens = int(query_lens.sum())
+        flat_of_padded = torch.full((len(seqs), max_q), num_tokens)
+        flat_of_padded[query_valid] = torch.arange(num_tokens)
+        padded_of_flat = torch.arange(len(seqs) * max_q).view(len(seqs), max_q)[query_valid]
+        positions = query_pos[query_valid]
+        rows = torch.arange(len(seqs)).repeat_interleave(query_lens)
+
+        def dev(x: Tensor) -> Tensor:
+            return x.to(device=device, dtype=torch.long)
 
         return ForwardBatch(
-            positions=t(positions),
-            query_lens=t([s.num_new for s in seqs]),
-            start_lens=t([s.start for s in seqs]),
-            padded_index=t(padded_index),
-            flat_index=t(flat_index),
-            slot_mapping=t(slot_mapping),
-            key_slots=t(key_slots),
-            key_positions=t(key_positions),
-            query_positions=t(query_positions),
-            state_slots=t([s.state_slot for s in seqs]),
-            state_restores=restores,
-            state_snapshots=snapshots,
+            positions=dev(positions),
+            query_lens=dev(query_lens),
+            start_lens=dev(starts),
+            padded_index=dev(flat_of_padded),
+            flat_index=dev(padded_of_flat),
+            slot_mapping=dev(key_slots[rows, positions]),
+            key_slots=dev(key_slots),
+            key_positions=dev(torch.where(key_valid, key_pos, _PAD_KEY_POSITION)),
+            query_positions=dev(torch.where(query_valid, query_pos, _PAD_QUERY_POSITION)),
+            state_slots=dev(torch.tensor([s.state_slot for s in seqs])),
+            state_restores=[
+                (s.state_slot, s.restore_from) for s in seqs if s.restore_from is not None
+            ],
+            state_snapshots=[
+                (row, consumed, slot)
+                for row, s in enumerate(seqs)
+                for consumed, slot in s.snapshots
+            ],
         )
 
     def to_padded(self, x: Tensor) -> Tensor:
