@@ -17,12 +17,12 @@ from torch import Tensor, nn
 from limelight.engine.layers.activation import activation
 from limelight.engine.layers.batch import ForwardBatch
 from limelight.engine.layers.linear_attention import LinearAttention
-from limelight.engine.layers.moe import SparseMoE, expert_tensor, is_stacked_loaded
+from limelight.engine.layers.moe import SparseMoE, is_stacked_loaded
 from limelight.engine.layers.norm import RMSNorm
 from limelight.engine.layers.rotary import RotaryEmbedding
-from limelight.engine.models.base import CausalLM, WeightError
 from limelight.engine.models.config import ModelConfig
-from limelight.engine.models.llama import Attention
+from limelight.engine.models.llama import Attention, LlamaForCausalLM
+from limelight.engine.models.mixtral import load_expert_weight
 
 LAYER_TYPES = ("linear_attention", "full_attention")
 # Decay tables the reference stores as buffers; they follow from the config.
@@ -110,53 +110,18 @@ def _factors(config: ModelConfig, kind: str) -> tuple[float, float]:
     return float(alpha), float(beta)
 
 
-class MiniMaxModel(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        rotary = RotaryEmbedding(config.rope, config.head_dim)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(
-            DecoderLayer(config, rotary, i) for i in range(config.num_hidden_layers)
-        )
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+class MiniMaxForCausalLM(LlamaForCausalLM):
+    """Llama's embedding, final norm and head around MiniMax's hybrid blocks."""
 
-    def forward(self, input_ids: Tensor, batch: ForwardBatch) -> Tensor:
-        x = self.embed_tokens(input_ids)  # [T, E]
-        for layer in self.layers:
-            x = layer(x, batch)
-        return self.norm(x)
-
-
-class MiniMaxForCausalLM(CausalLM):
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.model = MiniMaxModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
-
-    def forward(self, input_ids: Tensor, batch: ForwardBatch) -> Tensor:
-        return self.model(input_ids, batch)
-
-    def compute_logits(self, hidden: Tensor) -> Tensor:
-        return self.lm_head(hidden).float()
+    def make_layer(self, index: int, rotary: RotaryEmbedding) -> nn.Module:
+        return DecoderLayer(self.config, rotary, index)
 
     def skipped_weight(self, name: str) -> bool:
         return super().skipped_weight(name) or name.rsplit(".", 1)[-1] in _RECOMPUTED
 
     def load_weight(self, name: str, tensor: Tensor, params: dict[str, nn.Parameter]) -> bool:
         """Per-expert checkpoint tensors (`experts.3.w1.weight`) fill the stacked experts."""
-        target = expert_tensor(self, name)
-        if target is None:
-            return False
-        if target.shape != tensor.shape:
-            raise WeightError(
-                f"tensor {name!r} has shape {tuple(tensor.shape)}, "
-                f"the architecture expects {tuple(target.shape)}"
-            )
-        target.copy_(tensor)
-        return True
+        return load_expert_weight(self, name, tensor)
 
     def is_loaded_elsewhere(self, param_name: str, loaded: set[str]) -> bool:
         return is_stacked_loaded(self, param_name, loaded)
