@@ -56,3 +56,13 @@ async def test_bad_request_raises_before_streaming(engine: AsyncEngine) -> None:
     with pytest.raises(RequestError, match="empty"):
         async for _ in engine.stream([], PARAMS):
             pass
+
+
+async def test_generate_reports_the_prefix_cache(engine: AsyncEngine) -> None:
+    prompt = prompts(1, seed=9)[0] * 3
+    first = await engine.generate(prompt, PARAMS)
+    second = await engine.generate(prompt, PARAMS)
+    assert first.token_ids == second.token_ids == run_all(tiny_engine(), [prompt], PARAMS)[0]
+    assert first.num_cached_tokens == 0
+    assert second.num_cached_tokens == (len(prompt) - 1) // 16 * 16
+    assert second.text == engine.engine.tokenizer.decode(second.token_ids)

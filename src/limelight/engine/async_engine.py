@@ -64,18 +64,24 @@ class AsyncEngine:
                     self._aborts.append(request_id)
                     self._wake.notify()
 
-    async def generate(self, prompt: str | list[int], params: SamplingParams) -> RequestOutput:
-        """Collect one stream into a `RequestOutput`-like result."""
-        token_ids: list[int] = []
-        text, reason, logprobs = [], None, []
+    async def generate(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+    ) -> RequestOutput:
+        """Run one request to completion and gather its stream into a `RequestOutput`."""
         prompt_ids = self.engine.prompt_ids(prompt)
-        async for delta in self.stream(prompt_ids, params):
-            token_ids += delta.token_ids
-            text.append(delta.text)
-            logprobs += delta.logprobs
-            reason = delta.finish_reason
+        request_id = request_id or self._next_id()
+        deltas = [delta async for delta in self.stream(prompt_ids, params, request_id)]
+        reason = deltas[-1].finish_reason
         assert reason is not None
-        return RequestOutput("", prompt_ids, token_ids, "".join(text), reason, 0, logprobs)
+        return RequestOutput(
+            request_id=request_id,
+            prompt_token_ids=prompt_ids,
+            token_ids=[t for d in deltas for t in d.token_ids],
+            text="".join(d.text for d in deltas),
+            finish_reason=reason,
+            num_cached_tokens=deltas[0].num_cached_tokens,
+            logprobs=[lp for d in deltas for lp in d.logprobs],
+        )
 
     def shutdown(self) -> None:
         with self._wake:

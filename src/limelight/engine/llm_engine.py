@@ -167,7 +167,12 @@ class LLMEngine:
             seq.finish_reason = reason
             self.scheduler.finish(seq)
         return StreamDelta(
-            seq.request_id, [token], text, reason, [logprob] if logprob is not None else []
+            seq.request_id,
+            [token],
+            text,
+            reason,
+            [logprob] if logprob is not None else [],
+            seq.num_cached_prompt_tokens,
         )
 
     def _finish_reason(self, seq: Sequence, token: int) -> FinishReason | None:
