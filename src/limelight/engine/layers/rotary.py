@@ -52,18 +52,33 @@ class RotaryEmbedding(nn.Module):
         self.rotary_dim = rotary_dim
         self.attention_scaling = attention_scaling
         self.register_buffer("inv_freq", inverse_frequencies(rope, rotary_dim), persistent=False)
+        # every layer of a step rotates at the same positions: compute cos/sin once per step
+        self._cached: tuple[Tensor, torch.dtype, Tensor, Tensor] | None = None
 
     def forward(self, positions: Tensor, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         """positions [T]; q [T, H, D], k [T, Hkv, D]; rotates the first `rotary_dim` dims."""
+        cos, sin = self._cos_sin(positions, q.dtype)
+        return _rotate(q, cos, sin, self.rotary_dim), _rotate(k, cos, sin, self.rotary_dim)
+
+    def _cos_sin(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        cached = self._cached
+        if cached is not None and cached[0] is positions and cached[1] == dtype:
+            return cached[2], cached[3]
         freqs = positions[:, None].float() * self.inv_freq[None, :]  # [T, R/2]
         emb = torch.cat([freqs, freqs], dim=-1)[:, None, :]  # [T, 1, R]
-        cos = (emb.cos() * self.attention_scaling).to(q.dtype)
-        sin = (emb.sin() * self.attention_scaling).to(q.dtype)
-        return _rotate(q, cos, sin, self.rotary_dim), _rotate(k, cos, sin, self.rotary_dim)
+        cos = (emb.cos() * self.attention_scaling).to(dtype)
+        sin = (emb.sin() * self.attention_scaling).to(dtype)
+        self._cached = (positions, dtype, cos, sin)
+        return cos, sin
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor, rotary_dim: int) -> Tensor:
+    if rotary_dim == x.shape[-1]:
+        return x * cos + _rotate_half(x) * sin
     rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
-    half = rotary_dim // 2
-    rotated_half = torch.cat([-rot[..., half:], rot[..., :half]], dim=-1)
-    return torch.cat([rot * cos + rotated_half * sin, rest], dim=-1)
+    return torch.cat([rot * cos + _rotate_half(rot) * sin, rest], dim=-1)
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
