@@ -23,6 +23,9 @@ class ByteTokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [b + 4 for b in text.encode()]
 
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.encode(text)
+
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return bytes(i - 4 for i in ids if i >= 4).decode(errors="replace")
 

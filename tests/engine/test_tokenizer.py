@@ -218,3 +218,13 @@ def test_gguf_metadata_errors() -> None:
         Tokenizer.from_gguf({"tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.model": "rwkv"})
     with pytest.raises(CheckpointError, match=r"2 tokens but 1 tokenizer\.ggml\.scores"):
         Tokenizer.from_gguf({"tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.scores": [0.0]})
+
+
+@pytest.mark.slow
+def test_rendered_gemma_chat_prompt_gets_one_bos() -> None:
+    tokenizer = open_checkpoint("gemma3-270m").tokenizer
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}])
+    assert prompt.startswith("<bos>")
+    ids = tokenizer.encode_prompt(prompt)
+    assert ids[0] == tokenizer.bos_token_id and ids[1] != tokenizer.bos_token_id
+    assert tokenizer.encode_prompt("Hi")[:1] == [tokenizer.bos_token_id]

@@ -34,7 +34,7 @@ from limelight.engine.types import (
 class TokenizerLike(Protocol):
     eos_token_ids: list[int]
 
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+    def encode_prompt(self, text: str) -> list[int]: ...
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
 
 
@@ -126,7 +126,9 @@ class LLMEngine:
 
     def prompt_ids(self, prompt: str | list[int]) -> list[int]:
         """Tokenize and validate a prompt; raises `RequestError` with the reason."""
-        token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        token_ids = (
+            self.tokenizer.encode_prompt(prompt) if isinstance(prompt, str) else list(prompt)
+        )
         if not token_ids:
             raise RequestError("the prompt is empty")
         if any(not 0 <= t < self.vocab_size for t in token_ids):

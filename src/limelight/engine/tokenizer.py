@@ -53,8 +53,9 @@ _SPLITS = {
 class Tokenizer:
     """One model's text ↔ ids, its BOS and end-of-turn ids, and its chat template.
 
-    A rendered chat template often starts with the BOS text itself (Gemma's does); `encode`
-    then adds no second BOS, so a rendered prompt can be passed to the engine as it is.
+    `encode` behaves exactly as transformers' tokenizer does; `encode_prompt` is what the
+    engine uses: a rendered chat template often starts with the BOS text itself (Gemma's
+    does), and then no second BOS is added.
     """
 
     def __init__(
@@ -77,12 +78,13 @@ class Tokenizer:
         return int(self.backend.get_vocab_size(with_added_tokens=True))
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of `text`; with special tokens, BOS first when the model wants one
-        and the text does not already begin with it."""
-        bos = self.template_tokens.get("bos_token")
-        if add_special_tokens and bos and text.startswith(bos):
-            add_special_tokens = False
+        """Token ids of `text`; with special tokens, BOS first when the model wants one."""
         return list(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """A prompt's ids: BOS first when the model wants one, unless the text has it."""
+        bos = self.template_tokens.get("bos_token")
+        return self.encode(text, add_special_tokens=not (bos and text.startswith(bos)))
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return str(self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens))
