@@ -18,6 +18,7 @@ _EXPORTS = {
     "LLM": "limelight.engine.llm",
     "AsyncEngine": "limelight.engine.async_engine",
     "CheckpointError": "limelight.engine.errors",
+    "Constraint": "limelight.engine.types",
     "LimelightError": "limelight.engine.errors",
     "ModelNotFoundError": "limelight.engine.errors",
     "RequestError": "limelight.engine.errors",
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
         RequestError as RequestError,
     )
     from limelight.engine.llm import LLM as LLM
+    from limelight.engine.types import (
+        Constraint as Constraint,
+    )
     from limelight.engine.types import (
         EngineConfig as EngineConfig,
     )

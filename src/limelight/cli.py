@@ -1,4 +1,4 @@
-"""The `limelight` command line: `generate`, `chat` and `models` for now.
+"""The `limelight` command line: `generate`, `chat`, `models` and `bench`.
 
 Argument parsing and printing only; every command calls the public engine API.  Errors
 that limelight raises on purpose are printed as one line, never as a traceback.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from limelight.engine.errors import LimelightError
 
@@ -29,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", default=None, help="a system message")
 
     commands.add_parser("models", help="list the packaged models and where they come from")
+
+    bench = commands.add_parser("bench", help="run a benchmark of the repository's bench/ folder")
+    bench.add_argument("benchmark", choices=["engine"], help="engine: limelight vs llama.cpp")
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
     return parser
 
 
@@ -50,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list_models()
         if args.command == "generate":
             return _generate(args)
+        if args.command == "bench":
+            return _bench(args)
         return _chat(args)
     except (LimelightError, TypeError, ValueError) as err:
         print(f"limelight: error: {err}", file=sys.stderr)
@@ -64,6 +71,21 @@ def _list_models() -> int:
     for name, model in PACKAGED_MODELS.items():
         print(f"{name:24} {model.description}")
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """Benchmarks live in the source checkout (bench/), next to src/, not in the package."""
+    import importlib
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "bench" / f"{args.benchmark}.py").is_file():
+        raise LimelightError(
+            f"no bench/{args.benchmark}.py beside {root / 'src'}; benchmarks run from a "
+            "source checkout installed with `pip install -e .`"
+        )
+    sys.path.insert(0, str(root))
+    module = importlib.import_module(f"bench.{args.benchmark}")
+    return int(module.main(args.options))
 
 
 def _stream(llm: object, prompt: str, args: argparse.Namespace) -> str:

@@ -109,3 +109,14 @@ def test_generation_stops_at_the_context_length() -> None:
         engine, [[5] * 20], SamplingParams(temperature=0, max_tokens=100, ignore_eos=True)
     )[0]
     assert len(out) == 12
+
+
+def test_a_bad_request_in_a_batch_leaves_nothing_queued() -> None:
+    from limelight.engine.llm import LLM
+
+    llm = LLM.__new__(LLM)  # the engine alone, without loading a checkpoint
+    llm.engine = tiny_engine()
+    with pytest.raises(RequestError, match="empty"):
+        llm.generate([[5, 6], []], GREEDY)
+    assert not llm.engine.has_unfinished and not llm.engine.requests
+    assert llm.generate([[5, 6]], GREEDY)[0].token_ids == run_all(tiny_engine(), [[5, 6]])[0]

@@ -89,6 +89,13 @@ class BlockManager:
         seq.block_table.append(self._take_free())
         return True
 
+    def reserve_slots(self, seq: Sequence, num_tokens: int) -> int:
+        """Blocks for up to `num_tokens` past the sequence's end, as far as free blocks go;
+        returns how many of those tokens fit (speculative decoding's draft slots)."""
+        while len(seq.block_table) < self.blocks_needed(len(seq) + num_tokens) and self.free:
+            seq.block_table.append(self._take_free())
+        return min(num_tokens, len(seq.block_table) * self.block_size - len(seq))
+
     def release(self, seq: Sequence) -> None:
         """Drop a sequence's references; its hashed blocks stay matchable until reused."""
         for block_id in reversed(seq.block_table):  # the tail is evicted first

@@ -2,7 +2,8 @@
 
 Loads a checkpoint (packaged name, `.gguf` file or Hugging Face folder), builds the model
 and the engine, and runs requests to completion.  For streaming and concurrency use
-`AsyncEngine`; both share `load_engine`.
+`AsyncEngine`; both share `load_engine`, which also loads the draft model that
+`speculative=` may name (a checkpoint with the same tokenizer as the target).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 
+from limelight.engine.errors import CheckpointError
 from limelight.engine.llm_engine import LLMEngine
 from limelight.engine.loader import Checkpoint, open_checkpoint
 from limelight.engine.models import CausalLM, model_class
@@ -40,7 +42,23 @@ def engine_config(options: dict[str, Any]) -> EngineConfig:
 def load_engine(model: str | Path, **options: Any) -> tuple[LLMEngine, Checkpoint]:
     config = engine_config(options)
     checkpoint = open_checkpoint(model)
-    return LLMEngine(load_model(checkpoint, config), checkpoint.tokenizer, config), checkpoint
+    draft = load_draft_model(checkpoint, config)
+    target = load_model(checkpoint, config)
+    return LLMEngine(target, checkpoint.tokenizer, config, draft), checkpoint
+
+
+def load_draft_model(target: Checkpoint, config: EngineConfig) -> CausalLM | None:
+    """The draft model `config.speculative` names, if it names one (not "ngram")."""
+    if config.speculative in (None, "ngram"):
+        return None
+    checkpoint = open_checkpoint(config.speculative)
+    vocab = checkpoint.tokenizer.backend.get_vocab(with_added_tokens=True)
+    if vocab != target.tokenizer.backend.get_vocab(with_added_tokens=True):
+        raise CheckpointError(
+            f"the draft model {config.speculative!r} has another tokenizer than the target: "
+            "pick a draft from the same family, or speculative='ngram'"
+        )
+    return load_model(checkpoint, config)
 
 
 class LLM:
@@ -67,17 +85,16 @@ class LLM:
             params = [params or SamplingParams()] * len(batch)
         if len(params) != len(batch):
             raise ValueError(f"{len(batch)} prompts but {len(params)} sampling parameters")
-        ids = [self.engine.add_request(p, sp) for p, sp in zip(batch, params, strict=True)]
+        ids: list[str] = []
         try:
+            for prompt, sp in zip(batch, params, strict=True):
+                ids.append(self.engine.add_request(prompt, sp))
             while self.engine.has_unfinished:
                 self.engine.step()
-        finally:
-            for request_id in ids:
-                if (
-                    request_id in self.engine.requests
-                    and not self.engine.requests[request_id].seq.is_finished
-                ):
-                    self.engine.abort(request_id)
+        except BaseException:
+            for request_id in ids:  # a bad request or an interrupt leaves nothing queued
+                self.engine.abort(request_id)
+            raise
         return [self.engine.pop_output(i) for i in ids]
 
 

@@ -2,8 +2,10 @@
 
 Orchestration only: `step()` asks the scheduler what to run, the model runner runs it,
 and `_postprocess` appends the sampled tokens, detokenizes and decides which requests are
-finished.  It is synchronous and single-threaded; `AsyncEngine` drives it for many
-concurrent streams, `LLM` for batch generation.
+finished.  With speculative decoding a proposer adds draft tokens between scheduling and
+running, and a step may append several tokens to a request, one at a time.  It is
+synchronous and single-threaded; `AsyncEngine` drives it for many concurrent streams,
+`LLM` for batch generation.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from limelight.engine.model_runner import ModelRunner, kv_bytes_per_token
 from limelight.engine.models import CausalLM
 from limelight.engine.scheduler import ScheduledSeq, Scheduler
 from limelight.engine.sequence import Sequence
+from limelight.engine.speculative import DraftModelProposer, Logprobs, Tokens, make_proposer
+from limelight.engine.structured import GrammarCompiler
 from limelight.engine.types import (
     EngineConfig,
     FinishReason,
@@ -46,10 +50,16 @@ class EngineStats:
     num_preemptions: int = 0
     num_prefix_lookup_tokens: int = 0  # tokens of admitted sequences looked up in the cache
     num_prefix_hit_tokens: int = 0  # of those, served from the cache
+    num_draft_tokens: int = 0  # speculative decoding: draft tokens verified
+    num_accepted_tokens: int = 0  # of those, accepted by the target
 
     @property
     def prefix_hit_rate(self) -> float:
         return self.num_prefix_hit_tokens / max(self.num_prefix_lookup_tokens, 1)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.num_accepted_tokens / max(self.num_draft_tokens, 1)
 
 
 @dataclass(eq=False)
@@ -60,7 +70,13 @@ class _Request:
 
 
 class LLMEngine:
-    def __init__(self, model: CausalLM, tokenizer: TokenizerLike, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        model: CausalLM,
+        tokenizer: TokenizerLike,
+        config: EngineConfig,
+        draft_model: CausalLM | None = None,  # for `config.speculative` naming a draft model
+    ) -> None:
         self.tokenizer = tokenizer
         self.config = config
         per_block = kv_bytes_per_token(model, getattr(torch, config.dtype))
@@ -72,12 +88,16 @@ class LLMEngine:
             num_blocks * config.block_size,
         )
         self.vocab_size = model.config.vocab_size
-        self.runner = ModelRunner(model, config, num_blocks)
+        self.proposer = make_proposer(config, model, draft_model, num_blocks)
+        draft = self.proposer if isinstance(self.proposer, DraftModelProposer) else None
+        self.runner = ModelRunner(model, config, num_blocks, draft)
         num_snapshots = config.num_state_snapshots if model.has_linear_attention else 0
         self.block_manager = BlockManager(
             num_blocks, config.block_size, config.enable_prefix_caching, num_snapshots
         )
-        self.scheduler = Scheduler(config, self.block_manager)
+        num_lookahead = config.num_speculative_tokens if self.proposer else 0
+        self.scheduler = Scheduler(config, self.block_manager, num_lookahead, self.max_model_len)
+        self.grammars = GrammarCompiler(tokenizer, self.vocab_size)  # constraints → matchers
         self.requests: dict[str, _Request] = {}
         self._stats = EngineStats()
         self._ids = itertools.count()
@@ -90,6 +110,8 @@ class LLMEngine:
         if request_id in self.requests:
             raise RequestError(f"request id {request_id!r} is already in use")
         seq = Sequence(request_id, token_ids, params, arrival=next(self._ids))
+        if params.constraint is not None:  # compiled here, so a bad one never fails a step
+            seq.matcher = self.grammars.matcher(params.constraint)
         detok = IncrementalDetokenizer(self.tokenizer, params.stop, params.skip_special_tokens)
         self.requests[request_id] = _Request(seq, detok)
         self.scheduler.add(seq)
@@ -120,6 +142,8 @@ class LLMEngine:
         scheduled = self.scheduler.schedule()
         if not scheduled:
             return []
+        if self.proposer is not None:
+            self.proposer.propose(scheduled)  # draft tokens to verify after the pending ones
         tokens, logprobs = self.runner.run(scheduled)
         self._stats.num_steps += 1
         return self._postprocess(scheduled, tokens, logprobs)
@@ -141,22 +165,45 @@ class LLMEngine:
         return token_ids
 
     def _postprocess(
-        self, scheduled: list[ScheduledSeq], tokens: list[int], logprobs: list[TokenLogprob | None]
+        self, scheduled: list[ScheduledSeq], tokens: Tokens, logprobs: Logprobs
     ) -> list[StreamDelta]:
         deltas = []
         sampled = iter(zip(tokens, logprobs, strict=True))
         for item in scheduled:
             seq = item.seq
-            seq.num_computed += item.num_new
+            seq.num_computed += item.num_new - len(item.draft_ids)  # drafts count once kept
             self._stats.num_computed_tokens += item.num_new
             self.block_manager.commit(seq)
             if item.samples:
-                token, logprob = next(sampled)
-                deltas.append(self._append_token(seq, token, logprob))
+                deltas.append(self._append_tokens(seq, len(item.draft_ids), *next(sampled)))
         return deltas
+
+    def _append_tokens(
+        self,
+        seq: Sequence,
+        num_drafts: int,
+        tokens: list[int],
+        logprobs: list[TokenLogprob | None],
+    ) -> StreamDelta:
+        """Append a step's tokens one at a time, so that a stop condition cuts exactly where
+        it would without speculation; all but the last are accepted drafts, already computed."""
+        self._stats.num_draft_tokens += num_drafts
+        self._stats.num_accepted_tokens += len(tokens) - 1
+        deltas = []
+        for i, (token, logprob) in enumerate(zip(tokens, logprobs, strict=True)):
+            deltas.append(self._append_token(seq, token, logprob))
+            if seq.is_finished:
+                break
+            if i < len(tokens) - 1:
+                seq.num_computed += 1
+        if len(tokens) > 1 and not seq.is_finished:
+            self.block_manager.commit(seq)  # blocks that the accepted drafts completed
+        return deltas[0] if len(deltas) == 1 else _merged(deltas)
 
     def _append_token(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> StreamDelta:
         seq.token_ids.append(token)
+        if seq.matcher is not None:
+            seq.matcher.advance(token)
         self._stats.num_generated_tokens += 1
         if logprob is not None:
             seq.logprobs.append(logprob)
@@ -179,6 +226,8 @@ class LLMEngine:
 
     def _finish_reason(self, seq: Sequence, token: int) -> FinishReason | None:
         params = seq.params
+        if seq.matcher is not None and seq.matcher.is_done:  # only EOS could follow
+            return "abort" if seq.matcher.error else "stop"
         if token in params.stop_token_ids or (
             not params.ignore_eos and token in self.tokenizer.eos_token_ids
         ):
@@ -201,3 +250,16 @@ class LLMEngine:
             num_cached_tokens=seq.num_cached_prompt_tokens,
             logprobs=seq.logprobs,
         )
+
+
+def _merged(deltas: list[StreamDelta]) -> StreamDelta:
+    """One request's deltas of one step as a single delta."""
+    last = deltas[-1]
+    return StreamDelta(
+        last.request_id,
+        [t for d in deltas for t in d.token_ids],
+        "".join(d.text for d in deltas),
+        last.finish_reason,
+        [lp for d in deltas for lp in d.logprobs],
+        last.num_cached_tokens,
+    )

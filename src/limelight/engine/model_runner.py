@@ -4,6 +4,10 @@ The model runner owns the model and its cache storage (KV slots and, for hybrid 
 linear-attention states).  It turns the scheduler's decisions into a `ForwardBatch`, runs
 the forward pass, computes logits only for the sequences that sample, and hands those to
 the sampler.  It makes no scheduling decision and keeps no request state.
+
+With speculative decoding a sampling sequence also carries draft tokens: it gets logits at
+its pending token and at every draft, for `speculative.sample_and_verify`, and a draft
+model (if any) runs on the same batch so that its cache keeps up with the target's.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import torch
 from limelight.engine.layers.attention import PagedAttention
 from limelight.engine.layers.batch import ForwardBatch, SequenceSlice
 from limelight.engine.models import CausalLM
-from limelight.engine.sampler import sample
 from limelight.engine.scheduler import ScheduledSeq
-from limelight.engine.types import EngineConfig, TokenLogprob
+from limelight.engine.speculative import DraftModelProposer, Logprobs, Tokens, sample_and_verify
+from limelight.engine.types import EngineConfig
 
 
 def kv_bytes_per_token(model: CausalLM, dtype: torch.dtype) -> int:
@@ -26,8 +30,15 @@ def kv_bytes_per_token(model: CausalLM, dtype: torch.dtype) -> int:
 
 
 class ModelRunner:
-    def __init__(self, model: CausalLM, config: EngineConfig, num_blocks: int) -> None:
+    def __init__(
+        self,
+        model: CausalLM,
+        config: EngineConfig,
+        num_blocks: int,
+        draft: DraftModelProposer | None = None,
+    ) -> None:
         self.model = model
+        self.draft = draft
         self.config = config
         self.device = torch.device(config.device)
         self.cache_dtype = getattr(torch, config.dtype)
@@ -40,9 +51,11 @@ class ModelRunner:
         )
 
     @torch.inference_mode()
-    def run(self, scheduled: list[ScheduledSeq]) -> tuple[list[int], list[TokenLogprob | None]]:
-        """Compute the scheduled tokens; return a token (and logprobs) per sampling sequence."""
-        slices, input_ids, last_index, end = [], [], [], 0
+    def run(self, scheduled: list[ScheduledSeq]) -> tuple[Tokens, Logprobs]:
+        """Compute the scheduled tokens; return new tokens (and logprobs) per sampling sequence:
+        one, or with drafts the accepted ones and one more."""
+        slices, input_ids, end = [], [], 0
+        sample_index: list[int] = []
         for item in scheduled:
             seq = item.seq
             slices.append(
@@ -56,14 +69,18 @@ class ModelRunner:
                 )
             )
             seq.restore_from = None
-            input_ids.extend(seq.token_ids[seq.num_computed : seq.num_computed + item.num_new])
+            num_pending = item.num_new - len(item.draft_ids)
+            input_ids.extend(seq.token_ids[seq.num_computed : seq.num_computed + num_pending])
+            input_ids.extend(item.draft_ids)
             end += item.num_new
-            if item.samples:
-                last_index.append(end - 1)
+            if item.samples:  # the last pending token, then each draft
+                sample_index.extend(range(end - 1 - len(item.draft_ids), end))
         batch = ForwardBatch.build(slices, self.config.block_size, self.device)
         ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)
         hidden = self.model(ids, batch)  # [T, E]
-        if not last_index:
+        if self.draft is not None:
+            self.draft.mirror(ids, batch)
+        if not sample_index:
             return [], []
-        logits = self.model.compute_logits(hidden[torch.tensor(last_index, device=self.device)])
-        return sample(logits, [item.seq for item in scheduled if item.samples])
+        logits = self.model.compute_logits(hidden[torch.tensor(sample_index, device=self.device)])
+        return sample_and_verify(logits, [item for item in scheduled if item.samples])

@@ -1,8 +1,9 @@
 """Turn a step's logits into next tokens, batched over the sequences that sample.
 
-Order of processing, per row: penalties (repetition over prompt and output, presence and
-frequency over the output), then greedy argmax, or temperature → top-k → top-p → min-p
-and a draw.  Draws use the exponential-race form of categorical sampling
+Order of processing, per row: the grammar mask of a constrained request (-inf on the tokens
+its grammar forbids, see `structured.py`), penalties (repetition over prompt and output,
+presence and frequency over the output), then greedy argmax, or temperature → top-k →
+top-p → min-p and a draw.  Draws use the exponential-race form of categorical sampling
 (`argmax(p / E)`, `E ~ Exp(1)`), so a request with a seed draws its noise from its own
 generator and gets the same tokens whatever else shares the batch.  Log-probabilities are
 those of the model's raw distribution, before any processing.
@@ -14,12 +15,14 @@ import torch
 from torch import Tensor
 
 from limelight.engine.sequence import Sequence
+from limelight.engine.structured import mask_logits
 from limelight.engine.types import TokenLogprob
 
 
 def sample(logits: Tensor, seqs: list[Sequence]) -> tuple[list[int], list[TokenLogprob | None]]:
     """logits [N, V] float32, one row per sequence → token ids and optional logprobs."""
     raw = logits
+    logits = mask_logits(logits, [s.matcher for s in seqs])  # a copy when any is constrained
     if any(s.params.has_penalties for s in seqs):
         logits = apply_penalties(logits.clone(), seqs)
     tokens = logits.argmax(dim=-1)  # [N]

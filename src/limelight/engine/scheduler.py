@@ -7,13 +7,17 @@ them, then prefill chunks of running sequences, then newly admitted waiting ones
 free, the newest running sequence is preempted: its blocks are released and it waits to
 be recomputed (its prefix will usually still be in the cache).
 
+With speculative decoding on, a decoding sequence also gets up to `num_lookahead` slots
+for draft tokens (see `speculative.py`), as far as the budget, its `max_tokens`, the
+context length and the free blocks allow; room for drafts never preempts anyone.
+
 The scheduler owns the queues and the block manager's bookkeeping; it never runs a model.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from limelight.engine.block_manager import BlockManager
 from limelight.engine.sequence import Sequence, Status
@@ -26,12 +30,28 @@ class ScheduledSeq:
     num_new: int  # tokens computed for it in this step
     snapshots: list[tuple[int, int]]  # hybrid models: states to save (consumed, slot)
     samples: bool  # the step reaches the end of the pending tokens, so a token is sampled
+    num_lookahead: int = 0  # KV slots reserved past the pending token for draft tokens
+    draft_ids: list[int] = field(default_factory=list)  # drafts verified in this step
+
+    def add_drafts(self, draft_ids: list[int]) -> None:
+        """Compute `draft_ids` after the pending token in this step, to verify them."""
+        assert self.samples and not self.draft_ids and len(draft_ids) <= self.num_lookahead
+        self.draft_ids = draft_ids
+        self.num_new += len(draft_ids)
 
 
 class Scheduler:
-    def __init__(self, config: EngineConfig, block_manager: BlockManager) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        block_manager: BlockManager,
+        num_lookahead: int = 0,
+        max_model_len: int | None = None,
+    ) -> None:
         self.config = config
         self.blocks = block_manager
+        self.num_lookahead = num_lookahead  # draft tokens per decoding sequence (0: none)
+        self.max_model_len = max_model_len
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.free_state_slots = list(range(config.max_num_seqs, 0, -1))  # 0 means none
@@ -55,6 +75,11 @@ class Scheduler:
             if budget and self._make_room(seq):
                 batch.append((seq, 1))
                 budget -= 1
+        lookahead: dict[Sequence, int] = {}  # only once every decoding sequence has its slot
+        for seq, _ in batch:
+            if seq.status is Status.RUNNING:
+                lookahead[seq] = self._reserve_lookahead(seq, budget)
+                budget -= lookahead[seq]
         for seq in prefilling:
             if budget and seq.status is Status.RUNNING:
                 take = min(seq.num_pending, budget)
@@ -71,7 +96,9 @@ class Scheduler:
         # a decoding sequence may have been preempted after it was batched
         batch = [(s, n) for s, n in batch if s.status is Status.RUNNING]
         return [
-            ScheduledSeq(s, n, self.blocks.plan_snapshots(s, n), n == s.num_pending)
+            ScheduledSeq(
+                s, n, self.blocks.plan_snapshots(s, n), n == s.num_pending, lookahead.get(s, 0)
+            )
             for s, n in batch
         ]
 
@@ -99,6 +126,16 @@ class Scheduler:
             if victim is seq:
                 return False
         return True
+
+    def _reserve_lookahead(self, seq: Sequence, budget: int) -> int:
+        """Slots for draft tokens after a decoding sequence's pending one, without preempting."""
+        if not self.num_lookahead or seq.matcher is not None:  # a grammar masks token by token
+            return 0
+        # drafts past max_tokens or the context could never be kept
+        limit = min(self.num_lookahead, budget, seq.params.max_tokens - seq.num_output_tokens - 1)
+        if self.max_model_len is not None:
+            limit = min(limit, self.max_model_len - len(seq))
+        return self.blocks.reserve_slots(seq, limit) if limit > 0 else 0
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)

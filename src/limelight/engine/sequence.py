@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum, auto
+from typing import TYPE_CHECKING
 
 import torch
 
 from limelight.engine.types import FinishReason, SamplingParams, TokenLogprob
+
+if TYPE_CHECKING:
+    from limelight.engine.structured import GrammarMatcher
 
 
 class Status(Enum):
@@ -38,6 +42,7 @@ class Sequence:
     finish_reason: FinishReason | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
     generator: torch.Generator | None = None
+    matcher: GrammarMatcher | None = None  # follows params.constraint; set by the engine
 
     def __post_init__(self) -> None:
         self.num_prompt_tokens = len(self.token_ids)

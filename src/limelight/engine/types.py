@@ -1,19 +1,73 @@
 """The engine's boundary: what callers pass in and get back.
 
 Everything above the engine (chat, memory, server) talks to it through these dataclasses:
-`SamplingParams` per request, `EngineConfig` per engine, `RequestOutput` for a finished
-request and `StreamDelta` for each streamed piece.  Token ids in, token ids (and text
-decoded by the engine's tokenizer) out; nothing here knows about characters or HTTP.
+`SamplingParams` per request (with an optional output `Constraint`), `EngineConfig` per
+engine, `RequestOutput` for a finished request and `StreamDelta` for each streamed piece.
+Token ids in, token ids (and text decoded by the engine's tokenizer) out; nothing here
+knows about characters or HTTP.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from limelight.engine.errors import RequestError
 
 FinishReason = Literal["stop", "length", "abort"]
+ConstraintKind = Literal["json_schema", "regex", "grammar", "json_object"]
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """What a request's whole output must match; `engine/structured.py` enforces it.
+
+    `json_schema`: a JSON Schema (dict or JSON text); `regex`: a regular expression the
+    whole output matches; `grammar`: a Lark (or llama.cpp GBNF) grammar; `json_object`:
+    any JSON object.  Build one with the constructors, e.g. `Constraint.regex("[0-9]+")`.
+    """
+
+    kind: ConstraintKind
+    value: str | dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(ConstraintKind):
+            raise RequestError(
+                f"unknown constraint kind {self.kind!r}; use one of {get_args(ConstraintKind)}"
+            )
+        if self.kind == "json_object":
+            if self.value is not None:
+                raise RequestError("a json_object constraint takes no value")
+        elif self.kind == "json_schema":
+            schema = _parse_json(self.value) if isinstance(self.value, str) else self.value
+            if not isinstance(schema, dict):
+                raise RequestError("a json_schema constraint needs a JSON object (dict or text)")
+        elif not (isinstance(self.value, str) and self.value):
+            raise RequestError(f"a {self.kind} constraint needs a non-empty string")
+
+    @classmethod
+    def json_schema(cls, schema: dict[str, Any] | str) -> Constraint:
+        return cls("json_schema", schema)
+
+    @classmethod
+    def regex(cls, pattern: str) -> Constraint:
+        return cls("regex", pattern)
+
+    @classmethod
+    def grammar(cls, text: str) -> Constraint:
+        return cls("grammar", text)
+
+    @classmethod
+    def json_object(cls) -> Constraint:
+        return cls("json_object")
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RequestError(f"the JSON schema is not valid JSON: {err}") from err
 
 
 @dataclass(slots=True)
@@ -32,6 +86,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # None: none; 0: the sampled token's; n: also the top n
     skip_special_tokens: bool = True
+    constraint: Constraint | None = None  # the output must match it (structured output)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -47,6 +102,10 @@ class SamplingParams:
             (self.max_tokens >= 1, "max_tokens must be >= 1"),
             (self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs must be in [0, 20]"),
             (all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty"),
+            (
+                self.constraint is None or isinstance(self.constraint, Constraint),
+                "constraint must be a Constraint, e.g. Constraint.json_schema(schema)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -77,10 +136,16 @@ class EngineConfig:
     num_state_snapshots: int = 64  # hybrid models: saved linear-attention states for reuse
     dtype: str = "float32"
     device: str = "cpu"
+    speculative: str | None = None  # "ngram" (prompt lookup) or a draft model's name or path
+    num_speculative_tokens: int = 4  # most draft tokens verified per sequence and step
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:
             raise ValueError("engine config: sizes must be positive")
+        if self.num_speculative_tokens < 1:
+            raise ValueError("engine config: num_speculative_tokens must be at least 1")
+        if self.speculative == "":
+            raise ValueError("engine config: speculative is 'ngram', a draft model, or None")
         if self.num_kv_blocks is not None and self.num_kv_blocks < 2:
             raise ValueError("engine config: num_kv_blocks must be at least 2")
         if self.dtype not in ("float32", "bfloat16", "float16"):
