@@ -23,8 +23,8 @@ serve: $(STAMP)
 	$(BIN)/limelight chat --model smollm2-135m-instruct
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 test: lint
