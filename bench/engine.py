@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 from bench import engine_llamacpp
 from bench.engine_workload import FIGURES, Workload, run_worker
 from bench.machine import MachineLimits, measure_machine
+from bench.meter import CompetingLoad
 
 ENGINES = ("limelight", "llama.cpp")
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -37,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     workload = Workload.quick() if args.quick else Workload()
     gguf = _gguf_path(args.model)
-    load_at_start = os.getloadavg()[0]
+    competing = CompetingLoad()
+    competing.start()
     machine = measure_machine(workload.num_threads, quick=args.quick)
     results: dict[str, dict[str, Any]] = {}
     if "limelight" in args.engines:
@@ -46,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "llama.cpp" in args.engines:
         results["llama.cpp"] = engine_llamacpp.measure(gguf, workload)
     report = build_report(args.model, gguf, workload, machine, results)
-    report["load_average"] = {"start": load_at_start, "end": os.getloadavg()[0]}  # 1 minute
+    report["competing_cpu_share"] = competing.stop()  # other processes' share of the CPU
     print_report(report)
     if args.json:
         print(json.dumps(report))
@@ -120,7 +122,8 @@ def _bandwidth_bound(
 
 
 def print_report(report: dict[str, Any]) -> None:
-    workload, machine, load = report["workload"], report["machine"], report["load_average"]
+    workload, machine = report["workload"], report["machine"]
+    competing = report["competing_cpu_share"]
     names = [n for n in ENGINES if n in report]
     print(
         f"{' vs '.join(names)} on {Path(report['gguf']).name}, "
@@ -138,16 +141,25 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"machine: read {machine['read_gb_s']:.1f} GB/s, copy {machine['copy_gb_s']:.1f} GB/s, "
         f"fp32 matmul {machine['matmul_size']}² {machine['matmul_gflop_s']:.1f} GFLOP/s "
-        f"on {machine['num_threads']} threads; load average {load['start']:.1f} → "
-        f"{load['end']:.1f} on {os.cpu_count()} cores"
+        f"on {machine['num_threads']} threads; other processes took {competing:.0%} of "
+        f"the {os.cpu_count()} cores' time during the run"
     )
-    bound = report["bandwidth_bound"]
+    if competing > 0.05:
+        print(
+            "warning: other processes ran on these cores during the run; every figure is "
+            "lower than on an idle machine, and not by the same factor for both engines"
+        )
+    _print_bandwidth_bound(report)
+
+
+def _print_bandwidth_bound(report: dict[str, Any]) -> None:
+    machine, bound = report["machine"], report["bandwidth_bound"]
     print(
         f"decode bound = {machine['bandwidth_gb_s']:.1f} GB/s ÷ weight bytes read per token "
         f"(GGUF, {bound['gguf_bytes'] / MB:.0f} MB: {bound['gguf_tok_s']:.0f} tok/s)"
     )
-    for name in names:
-        b = report["bandwidth_bound"][name]
+    for name in (n for n in ENGINES if n in report):
+        b = bound[name]
         print(
             f"  {name:10} {b['weight_bytes'] / MB:6.0f} MB of weights → bound "
             f"{b['bound_tok_s']:6.1f} tok/s; decode {report[name]['decode']:.1f} tok/s = "

@@ -119,7 +119,12 @@ def _server_binary() -> Path:
 
 
 class LlamaServer:
-    """`llama-server` on a free loopback port with one slot per stream."""
+    """`llama-server` on a free loopback port with one slot per stream.
+
+    Each slot holds the longest request (the shared prefix, a turn, the new tokens);
+    llama.cpp allocates and clears that whole KV cache at start, so it is resident for
+    the peak-RSS figure, as it is for any user of these options.
+    """
 
     def __init__(self, binary: Path, gguf: Path, workload: Workload) -> None:
         slot_ctx = workload.num_prefill_tokens + workload.num_new_tokens + 256
@@ -144,10 +149,12 @@ class LlamaServer:
         list(self._stream([1, 2, 3], 4))  # warm-up
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         assert self.process is not None
         self.process.terminate()
         self.process.wait(timeout=30)
+        if exc_type is None:  # a failed run keeps the log to read
+            self.log_path.unlink(missing_ok=True)
 
     def concurrent(self, prompts: list[list[int]], num_tokens: int) -> dict[str, float]:
         """All streams at once: aggregate tokens/s, and the server's peak RSS and CPU."""

@@ -4,11 +4,14 @@
 Linux) when started, and reads it (`VmHWM`) and the process's CPU seconds (all threads,
 user + system, via psutil) when stopped.  Where the mark cannot be reset it samples RSS
 every 20 ms instead.  Used on limelight's worker by itself and on `llama-server`.
+`CompetingLoad` measures how much of the machine other processes took meanwhile.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,3 +74,30 @@ def _peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024  # kB
     raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+class CompetingLoad:
+    """The share of the machine's CPU time that processes other than this one and its
+    (waited-for) children used over a stretch: what the benchmark had to share."""
+
+    def __init__(self) -> None:
+        self._start = (0.0, 0.0, 0.0)
+
+    def start(self) -> None:
+        self._start = (time.monotonic(), _machine_busy_seconds(), _own_seconds())
+
+    def stop(self) -> float:
+        now = (time.monotonic(), _machine_busy_seconds(), _own_seconds())
+        wall, busy, own = (a - b for a, b in zip(now, self._start, strict=True))
+        return max(busy - own, 0.0) / (wall * (os.cpu_count() or 1))
+
+
+def _machine_busy_seconds() -> float:
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+                 + getattr(t, "steal", 0.0))  # fmt: skip
+
+
+def _own_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
