@@ -6,10 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
-from tests.engine.test_tokenizer import save_tiny_tokenizer
+from tests.engine.test_tokenizer import save_tiny_llama
 
 
 def limelight(*args: str) -> subprocess.CompletedProcess[str]:
@@ -26,13 +23,7 @@ def test_help_lists_every_command() -> None:
 
 
 def test_generate_prints_the_completion(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    tokenizer = save_tiny_tokenizer(tmp_path)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-    )  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    save_tiny_llama(tmp_path)
     args = ("generate", "--model", str(tmp_path), "--max-tokens", "8", "--temperature", "0")
     result = limelight(*args, "Hello world")
     assert result.returncode == 0, result.stderr

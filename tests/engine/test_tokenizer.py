@@ -15,9 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import (
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 from limelight.engine.errors import CheckpointError, RequestError
 from limelight.engine.loader import open_checkpoint
@@ -144,6 +151,25 @@ TINY_TEMPLATE = (
     "{% if m['role'] == 'tool' %}{{ raise_exception('no tools here') }}{% endif %}"
     "{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}"
 )
+
+
+def save_tiny_llama(
+    folder: Path, **config: int
+) -> tuple[PreTrainedTokenizerFast, LlamaForCausalLM]:
+    """A complete tiny HF checkpoint folder: random Llama weights plus the tiny tokenizer.
+
+    `config` overrides the model sizes; `max_shard_size` (as text) is not a config key, so
+    sharded saves call `save_pretrained` again themselves.
+    """
+    torch.manual_seed(0)
+    tokenizer = save_tiny_tokenizer(folder)
+    sizes = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **{**sizes, **config}))
+    model.eval().save_pretrained(folder)
+    return tokenizer, model
 
 
 def save_tiny_tokenizer(folder: Path, template_file: bool = False) -> PreTrainedTokenizerFast:

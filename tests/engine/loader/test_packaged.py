@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from limelight.engine.errors import CheckpointError, ModelNotFoundError
 from limelight.engine.layers.batch import ForwardBatch, SequenceSlice
@@ -26,7 +26,7 @@ from limelight.engine.loader.packaged import PACKAGED_MODELS, resolve_packaged
 from limelight.engine.models import model_class
 from limelight.engine.models.base import CausalLM
 from tests.engine.models.parity import TOLERANCE
-from tests.engine.test_tokenizer import save_tiny_tokenizer
+from tests.engine.test_tokenizer import save_tiny_llama
 
 SMOLLM2, GEMMA3 = "smollm2-135m-instruct", "gemma3-270m"
 
@@ -104,14 +104,7 @@ def test_open_by_path_and_folder(tmp_path: Path) -> None:
 
 
 def test_tiny_hf_folder_opens(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    tokenizer = save_tiny_tokenizer(tmp_path)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-    )  # fmt: skip
-    reference = LlamaForCausalLM(config).eval()
-    reference.save_pretrained(tmp_path)
+    tokenizer, reference = save_tiny_llama(tmp_path)
     checkpoint = open_checkpoint(tmp_path)
     assert checkpoint.source == tmp_path and checkpoint.config.model_type == "llama"
     assert checkpoint.tokenizer.encode("Hello world") == tokenizer.encode("Hello world")

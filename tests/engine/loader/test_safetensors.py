@@ -8,21 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from limelight import LLM, CheckpointError, SamplingParams
-from tests.engine.test_tokenizer import save_tiny_tokenizer
+from tests.engine.test_tokenizer import save_tiny_llama
 
 
 @pytest.fixture
 def sharded(tmp_path: Path) -> tuple[Path, LlamaForCausalLM]:
-    torch.manual_seed(0)
-    tokenizer = save_tiny_tokenizer(tmp_path)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    _, reference = save_tiny_llama(
+        tmp_path, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+        max_position_embeddings=128,
     )  # fmt: skip
-    reference = LlamaForCausalLM(config).eval()
+    for old in tmp_path.glob("model*.safetensors"):
+        old.unlink()
     reference.save_pretrained(tmp_path, max_shard_size="100KB")
     return tmp_path, reference
 

@@ -72,13 +72,9 @@ class ForwardBatch:
         query_lens = torch.tensor([s.num_new for s in seqs])  # [B]
         ends = starts + query_lens
         max_q, max_k = int(query_lens.max()), int(ends.max())
-        width = max(len(s.block_table) for s in seqs)
-        tables = torch.tensor([s.block_table + [0] * (width - len(s.block_table)) for s in seqs])
-
         key_pos = torch.arange(max_k).expand(len(seqs), max_k)  # [B, Lk]
         key_valid = key_pos < ends[:, None]
-        key_slots = tables.gather(1, (key_pos // block_size).clamp(max=width - 1)) * block_size
-        key_slots = torch.where(key_valid, key_slots + key_pos % block_size, 0)
+        key_slots = _slots(seqs, key_pos, block_size).where(key_valid, 0)
 
         query_pos = starts[:, None] + torch.arange(max_q)  # [B, Lq]
         query_valid = torch.arange(max_q) < query_lens[:, None]
@@ -136,3 +132,11 @@ class ForwardBatch:
                 mask &= (q - k < sliding_window) | (q == _PAD_QUERY_POSITION)
             self._masks[sliding_window] = mask[:, None]
         return self._masks[sliding_window]
+
+
+def _slots(seqs: list[SequenceSlice], positions: Tensor, block_size: int) -> Tensor:
+    """[B, L] token positions → their KV slots through each sequence's block table."""
+    width = max(len(s.block_table) for s in seqs)
+    tables = torch.tensor([s.block_table + [0] * (width - len(s.block_table)) for s in seqs])
+    blocks = tables.gather(1, (positions // block_size).clamp(max=width - 1))
+    return blocks * block_size + positions % block_size
