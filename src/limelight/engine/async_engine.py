@@ -17,6 +17,7 @@ from typing import Any
 from limelight.engine.errors import RequestError
 from limelight.engine.llm import load_engine
 from limelight.engine.llm_engine import LLMEngine
+from limelight.engine.tokenizer import Tokenizer
 from limelight.engine.types import RequestOutput, SamplingParams, StreamDelta
 
 
@@ -31,6 +32,13 @@ class AsyncEngine:
         self._counter = 0
         self._worker = threading.Thread(target=self._run, name="limelight-engine", daemon=True)
         self._worker.start()
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The checkpoint's tokenizer, with its chat template."""
+        tokenizer = self.engine.tokenizer
+        assert isinstance(tokenizer, Tokenizer), "this engine was built with a test tokenizer"
+        return tokenizer
 
     @classmethod
     def from_pretrained(cls, model: str | Path, **options: Any) -> AsyncEngine:

@@ -1,0 +1,309 @@
+"""`ChatService`: a user's turn in, the character's streamed reply out, everything stored.
+
+One reply path serves the product API (a session's message tree) and the OpenAI API
+(`character/<slug>`, whose client sends the history): recall memories and lore for the
+turn, assemble the prompt (`prompt.py`), stream the engine's tokens, then store the reply
+and, in the same transaction, the memory job that the background worker picks up.  The
+memory work itself never runs here.  Storage calls run in a worker thread so the event
+loop keeps streaming other users' tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from limelight.characters import parse_card
+from limelight.chat import tree
+from limelight.chat.lore import lore_sections
+from limelight.chat.persona import USER_NAME, Persona, persona
+from limelight.chat.prompt import Prompt, PromptParts, Turn, build_prompt
+from limelight.engine.async_engine import AsyncEngine
+from limelight.engine.types import SamplingParams
+from limelight.store import Character, ChatSession, Message, Store, User, new_id
+
+REPLY_DEFAULTS = SamplingParams(
+    temperature=0.8, top_p=0.95, repetition_penalty=1.1, max_tokens=256, stop=[f"\n{USER_NAME}:"]
+)
+NUM_MEMORIES = 6
+API_SESSION_TITLE = "API"  # where OpenAI-API exchanges on a character are recorded
+
+
+class MemoryRecall(Protocol):
+    """What chat needs from long-term memory (implemented by `limelight.memory`)."""
+
+    def profile(self, user_id: str, character_id: int) -> str: ...
+    def recall(self, user_id: str, character_id: int, query: str, k: int) -> list[str]: ...
+    def remember(self, db: Session, user_id: str, character_id: int, ids: list[str]) -> None: ...
+    def wake(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int  # prompt tokens served from the prefix cache
+
+
+@dataclass(slots=True)
+class Delta:
+    text: str
+
+
+@dataclass(slots=True)
+class Done:
+    message_id: str
+    parent_id: str | None
+    content: str
+    finish_reason: str
+    usage: Usage
+
+
+ReplyEvent = Delta | Done
+
+
+@dataclass(slots=True)
+class ReplyContext:
+    """Everything one reply needs, gathered from the store before generation starts."""
+
+    user_id: str
+    character_id: int
+    persona: Persona
+    session_id: str
+    parent_id: str | None  # the user message the reply answers
+    history: list[Turn]
+    message: str
+    profile: str
+    extra_system: str = ""  # an OpenAI client's own system messages
+    recalled: list[str] = field(default_factory=list)
+
+
+class ChatService:
+    def __init__(self, store: Store, engine: AsyncEngine, memory: MemoryRecall | None) -> None:
+        self.store, self.engine, self.memory = store, engine, memory
+        self.tokenizer = engine.tokenizer
+        self.max_model_len = engine.engine.max_model_len
+        self._personas: dict[tuple[int, object], Persona] = {}
+
+    # --- sessions -------------------------------------------------------------------------
+    def start_session(self, db: Session, user_id: str, slug: str) -> ChatSession:
+        character = self.character(db, slug)
+        ensure_user(db, user_id)
+        who = self.persona_of(character)
+        seed = new_id()  # `{{random}}` in a greeting is drawn anew for every session
+        greetings = [who.macros(g, seed) for g in who.greetings]
+        profile = self.memory.profile(user_id, character.id) if self.memory else ""
+        return tree.create_session(db, user_id, character.id, greetings, profile)
+
+    def character(self, db: Session, slug: str) -> Character:
+        row = db.scalar(select(Character).where(Character.slug == slug))
+        if row is None:
+            raise tree.ChatError(f"no character {slug!r}")
+        return row
+
+    def persona_of(self, character: Character) -> Persona:
+        key = (character.id, character.updated_at)
+        if key not in self._personas:
+            self._personas[key] = persona(character.slug, parse_card(character.card).card)
+        return self._personas[key]
+
+    # --- replies --------------------------------------------------------------------------
+    async def send(
+        self, user_id: str, session_id: str, text: str, params: SamplingParams | None = None
+    ) -> AsyncIterator[ReplyEvent]:
+        if not text.strip():
+            raise tree.ChatError("the message is empty")
+        turn = await asyncio.to_thread(self._turn_for_send, user_id, session_id, text)
+        async for event in self._reply(turn, params):
+            yield event
+
+    async def regenerate(
+        self, user_id: str, session_id: str, message_id: str | None, params: SamplingParams | None
+    ) -> AsyncIterator[ReplyEvent]:
+        """A new reply beside `message_id` (default: the leaf), i.e. another swipe."""
+        turn = await asyncio.to_thread(self._turn_for_regenerate, user_id, session_id, message_id)
+        async for event in self._reply(turn, params):
+            yield event
+
+    async def complete(
+        self, user_id: str, slug: str, messages: list[dict[str, str]], params: SamplingParams
+    ) -> AsyncIterator[ReplyEvent]:
+        """The OpenAI path: the client's history, the character's definition and memory."""
+        turn = await asyncio.to_thread(self._turn_for_api, user_id, slug, messages)
+        async for event in self._reply(turn, params):
+            yield event
+
+    async def _reply(
+        self, turn: ReplyContext, params: SamplingParams | None
+    ) -> AsyncIterator[ReplyEvent]:
+        prompt = await asyncio.to_thread(self._prompt, turn)
+        params = params or replace(REPLY_DEFAULTS)
+        max_tokens = min(params.max_tokens, self.max_model_len - prompt.num_tokens - 1)
+        params = replace(params, max_tokens=max(1, max_tokens))
+        parts: list[str] = []
+        completion, cached, reason = 0, 0, "stop"
+        async for delta in self.engine.stream(prompt.text, params):
+            cached = cached or delta.num_cached_tokens
+            completion += len(delta.token_ids)
+            parts.append(delta.text)
+            if delta.text:
+                yield Delta(delta.text)
+            reason = delta.finish_reason or reason
+        content = "".join(parts).strip()
+        usage = Usage(prompt.num_tokens, completion, cached)
+        saved = await asyncio.to_thread(
+            self._save_reply, turn, content, usage, prompt.first_turn_id
+        )
+        yield Done(saved.id, saved.parent_id, content, reason, usage)
+
+    def _prompt(self, turn: ReplyContext) -> Prompt:
+        recent = [t.content for t in turn.history[-8:]] + [turn.message]
+        constant, triggered = lore_sections(turn.persona.lorebook, recent, self._count)
+        if self.memory is not None:
+            turn.recalled = self.memory.recall(
+                turn.user_id, turn.character_id, turn.message, NUM_MEMORIES
+            )
+        parts = PromptParts(
+            definition=turn.persona.definition,
+            stable=_stable(turn.persona.name, turn.profile, constant, turn.extra_system),
+            history=turn.history,
+            retrieved=_retrieved(turn.recalled, triggered, turn.persona.post_history),
+            message=turn.message,
+        )
+        room = self.max_model_len - min(REPLY_DEFAULTS.max_tokens, self.max_model_len // 4)
+        return build_prompt(parts, self._template, self._count, room)
+
+    def _template(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+
+    def _count(self, text: str) -> int:
+        return len(self.tokenizer.encode_prompt(text))
+
+    # --- storage (worker thread) ----------------------------------------------------------
+    def _turn_for_send(self, user_id: str, session_id: str, text: str) -> ReplyContext:
+        with self.store.session() as db:
+            chat = tree.read_session(db, session_id, user_id)
+            history = self._history(db, chat)
+            message = tree.add_message(db, chat, "user", text, chat.leaf_id)
+            return self._turn(db, chat, history, message)
+
+    def _turn_for_regenerate(
+        self, user_id: str, session_id: str, message_id: str | None
+    ) -> ReplyContext:
+        with self.store.session() as db:
+            chat = tree.read_session(db, session_id, user_id)
+            target = tree.read_message(db, chat, message_id or chat.leaf_id or "")
+            if target.role == "assistant":
+                if target.parent_id is None:
+                    raise tree.ChatError("a greeting is swiped, not regenerated")
+                target = tree.read_message(db, chat, target.parent_id)
+            history = self._history(db, chat, target.parent_id)
+            return self._turn(db, chat, history, target)
+
+    def _turn_for_api(
+        self, user_id: str, slug: str, messages: list[dict[str, str]]
+    ) -> ReplyContext:
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        talk = [m for m in messages if m["role"] in ("user", "assistant")]
+        if not talk or talk[-1]["role"] != "user":
+            raise tree.ChatError("the last message must be the user's")
+        with self.store.session() as db:
+            chat = self._api_session(db, user_id, slug)
+            message = tree.add_message(db, chat, "user", talk[-1]["content"], chat.leaf_id)
+            history = [Turn(m["role"], m["content"]) for m in talk[:-1]]
+            turn = self._turn(db, chat, history, message)
+            turn.extra_system = system
+            return turn
+
+    def _api_session(self, db: Session, user_id: str, slug: str) -> ChatSession:
+        character = self.character(db, slug)
+        ensure_user(db, user_id)
+        query = select(ChatSession).where(
+            ChatSession.user_id == user_id,
+            ChatSession.character_id == character.id,
+            ChatSession.title == API_SESSION_TITLE,
+        )
+        chat = db.scalar(query)
+        if chat is None:
+            chat = tree.create_session(db, user_id, character.id, [])
+            chat.title = API_SESSION_TITLE
+            chat.profile = self.memory.profile(user_id, character.id) if self.memory else ""
+        return chat
+
+    def _history(self, db: Session, chat: ChatSession, leaf_id: str | None = None) -> list[Turn]:
+        messages = tree.path(db, chat, leaf_id) if (leaf_id or chat.leaf_id) else []
+        ids = [m.id for m in messages]
+        start = ids.index(chat.history_start_id) if chat.history_start_id in ids else 0
+        return [Turn(m.role, m.content, m.id) for m in messages[start:]]
+
+    def _turn(
+        self, db: Session, chat: ChatSession, history: list[Turn], message: Message
+    ) -> ReplyContext:
+        character = db.get(Character, chat.character_id)
+        assert character is not None
+        return ReplyContext(
+            user_id=chat.user_id,
+            character_id=character.id,
+            persona=self.persona_of(character),
+            session_id=chat.id,
+            parent_id=message.id,
+            history=history,
+            message=message.content,
+            profile=chat.profile,
+        )
+
+    def _save_reply(
+        self, turn: ReplyContext, content: str, usage: Usage, first_id: str | None
+    ) -> Message:
+        with self.store.session() as db:
+            chat = db.get(ChatSession, turn.session_id)
+            if chat is None:  # deleted while the reply was written
+                raise tree.ChatError(f"no session {turn.session_id!r}")
+            reply = tree.add_message(db, chat, "assistant", content, turn.parent_id)
+            reply.prompt_tokens = usage.prompt_tokens
+            reply.cached_tokens = usage.cached_tokens
+            reply.completion_tokens = usage.completion_tokens
+            if first_id is not None and chat.title != API_SESSION_TITLE:
+                chat.history_start_id = first_id  # the cut stays put for the next turns
+            if self.memory is not None and turn.parent_id is not None:
+                self.memory.remember(
+                    db, turn.user_id, turn.character_id, [turn.parent_id, reply.id]
+                )
+        if self.memory is not None:
+            self.memory.wake()
+        return reply
+
+
+def ensure_user(db: Session, user_id: str) -> None:
+    if db.get(User, user_id) is None:
+        db.add(User(id=user_id))
+        db.flush()
+
+
+def _stable(name: str, profile: str, constant_lore: str, extra_system: str) -> str:
+    sections = [
+        f"What {name} knows about {USER_NAME} from earlier conversations:\n{profile}"
+        if profile
+        else "",
+        constant_lore,
+        extra_system,
+    ]
+    return "\n\n".join(s for s in sections if s)
+
+
+def _retrieved(memories: list[str], lore: str, post_history: str) -> str:
+    sections = [
+        f"[Memories of earlier conversations with {USER_NAME}:\n"
+        + "\n".join(f"- {m}" for m in memories)
+        + "]"
+        if memories
+        else "",
+        f"[Background: {lore}]" if lore else "",
+        f"[{post_history}]" if post_history else "",
+    ]
+    return "\n".join(s for s in sections if s)

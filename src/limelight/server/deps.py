@@ -1,0 +1,80 @@
+"""What a route can ask for: the app's services and the user a request acts for.
+
+`Services` is built once by `app.py` at start-up and hung on `app.state`; routes take it
+and the caller through the `Annotated` aliases below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from limelight.chat import ChatService
+from limelight.engine.async_engine import AsyncEngine
+from limelight.server import auth
+from limelight.server.errors import APIError
+from limelight.server.settings import Settings
+from limelight.store import Store
+
+LOCAL_USER = "local"  # who a request acts for when no keys are configured and none is named
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    store: Store
+    engine: AsyncEngine
+    model_name: str
+    chat: ChatService
+    memory: Any  # limelight.memory.MemoryService, or None when memory is off
+    embedder: Any  # limelight.memory.Embedder, or None when memory is off
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def database(svc: ServicesDep) -> Iterator[Session]:
+    with svc.store.session() as db:
+        yield db
+
+
+DatabaseDep = Annotated[Session, Depends(database)]
+
+
+@dataclass(slots=True)
+class Caller:
+    """Who sent the request: the key's user, or nobody in particular (no keys configured)."""
+
+    key_user: str | None
+
+    def user(self, requested: str | None) -> str:
+        """The user a request acts for; a key only ever reaches its own user's data."""
+        if self.key_user is None:
+            return requested or LOCAL_USER
+        if requested not in (None, self.key_user):
+            raise APIError(403, f"this API key belongs to another user than {requested!r}")
+        return self.key_user
+
+
+def caller(request: Request, svc: ServicesDep) -> Caller:
+    with svc.store.session() as db:
+        if not auth.keys_required(db):
+            return Caller(None)
+        header = request.headers.get("authorization", "")
+        key = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        user = auth.user_for_key(db, key) if key else None
+    if user is None:
+        message = "a valid API key is required: send it as 'Authorization: Bearer <key>'"
+        raise APIError(401, message, code="invalid_api_key")
+    return Caller(user)
+
+
+CallerDep = Annotated[Caller, Depends(caller)]

@@ -1,0 +1,1 @@
+"""One module per resource; `app.py` includes each one's `router`."""

@@ -1,0 +1,109 @@
+"""/api/characters: list, read, create, update, delete, import and export characters.
+
+Import takes a PNG, JSON or CHARX file as the multipart field `file` and answers 201 with
+the character (its `slug` included) and any warnings about fields the card lacked.
+Export gives the card back as `format=png|json|charx`, unknown fields and all.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Response, UploadFile
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from limelight.characters import library
+from limelight.server.deps import CallerDep, DatabaseDep
+from limelight.server.errors import APIError
+from limelight.server.schemas import api
+from limelight.store import Character
+
+router = APIRouter(prefix="/api/characters", tags=["characters"])
+MEDIA = {"png": "image/png", "json": "application/json", "charx": "application/zip"}
+
+
+@router.get("")
+def list_characters(db: DatabaseDep, _: CallerDep) -> list[api.CharacterSummary]:
+    rows = db.scalars(select(Character).order_by(Character.is_builtin.desc(), Character.name))
+    return [summary(row) for row in rows]
+
+
+@router.get("/{slug}")
+def read_character(slug: str, db: DatabaseDep, _: CallerDep) -> api.CharacterPublic:
+    return public(read_row(db, slug))
+
+
+@router.post("", status_code=201)
+def create_character(
+    body: api.CharacterCreate, db: DatabaseDep, _: CallerDep
+) -> api.CharacterPublic:
+    row = library.create_from_fields(db, body.model_dump())
+    return public(row)
+
+
+@router.patch("/{slug}")
+def update_character(
+    slug: str, body: api.CharacterUpdate, db: DatabaseDep, _: CallerDep
+) -> api.CharacterPublic:
+    row = library.update_fields(db, read_row(db, slug), body.model_dump(exclude_unset=True))
+    return public(row)
+
+
+@router.delete("/{slug}", status_code=204)
+def delete_character(slug: str, db: DatabaseDep, _: CallerDep) -> Response:
+    db.delete(read_row(db, slug))
+    return Response(status_code=204)
+
+
+@router.post("/import", status_code=201)
+async def import_character(
+    file: Annotated[UploadFile, File()], db: DatabaseDep, _: CallerDep
+) -> api.CharacterPublic:
+    data = await file.read()
+    if not data:
+        raise APIError(400, "the uploaded file is empty", "file")
+    row, warnings = library.import_file(db, data, file.filename)
+    return public(row, warnings)
+
+
+@router.get("/{slug}/export")
+def export_character(
+    slug: str, db: DatabaseDep, _: CallerDep, format: Literal["png", "json", "charx"] = "png"
+) -> Response:
+    data = library.export(db, read_row(db, slug), format)
+    headers = {"content-disposition": f'attachment; filename="{slug}.{format}"'}
+    return Response(data, media_type=MEDIA[format], headers=headers)
+
+
+@router.get("/{slug}/avatar")
+def read_avatar(slug: str, db: DatabaseDep) -> Response:
+    row = read_row(db, slug)
+    if row.avatar is None:
+        raise APIError(404, f"character {slug!r} has no avatar")
+    return Response(row.avatar, media_type="image/png", headers={"cache-control": "max-age=60"})
+
+
+def read_row(db: Session, slug: str) -> Character:
+    row = db.scalar(select(Character).where(Character.slug == slug))
+    if row is None:
+        raise APIError(404, f"no character {slug!r}; GET /api/characters lists them")
+    return row
+
+
+def summary(row: Character) -> api.CharacterSummary:
+    data = row.card.get("data", {})
+    voice = data.get("extensions", {}).get("limelight", {}).get("voice")
+    return api.CharacterSummary(
+        slug=row.slug,
+        name=row.name,
+        description=data.get("description", "")[:300],
+        tags=data.get("tags", []),
+        avatar_url=f"/api/characters/{row.slug}/avatar",
+        is_builtin=row.is_builtin,
+        voice=voice if isinstance(voice, dict) else None,
+    )
+
+
+def public(row: Character, warnings: list[str] | None = None) -> api.CharacterPublic:
+    return api.CharacterPublic(**summary(row).model_dump(), card=row.card, warnings=warnings or [])

@@ -1,0 +1,215 @@
+"""/api/sessions: a user's conversations with characters and the messages in them.
+
+Sending a message and regenerating a reply stream Server-Sent Events (`delta` events with
+new text, then one `done` event with the stored message and its usage) unless the body
+says `"stream": false`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import asdict, replace
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from limelight.chat import REPLY_DEFAULTS, Delta, Done, ReplyEvent, tree
+from limelight.engine.types import SamplingParams
+from limelight.server.deps import CallerDep, DatabaseDep, ServicesDep
+from limelight.server.errors import error_body
+from limelight.server.schemas import api
+from limelight.store import Character, ChatSession
+
+router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+
+
+@router.post("", status_code=201)
+def create_session(
+    body: api.SessionCreate, svc: ServicesDep, db: DatabaseDep, caller: CallerDep
+) -> api.SessionPublic:
+    chat = svc.chat.start_session(db, caller.user(body.user), body.character)
+    return session_public(db, chat)
+
+
+@router.get("")
+def list_sessions(
+    db: DatabaseDep, caller: CallerDep, character: str | None = None, user: str | None = None
+) -> list[api.SessionPublic]:
+    query = select(ChatSession).where(ChatSession.user_id == caller.user(user))
+    if character is not None:
+        query = query.join(Character).where(Character.slug == character)
+    chats = db.scalars(query.order_by(ChatSession.updated_at.desc()))
+    return [session_public(db, c, with_messages=False) for c in chats]
+
+
+@router.get("/{session_id}")
+def read_session(
+    session_id: str, db: DatabaseDep, caller: CallerDep, user: str | None = None
+) -> api.SessionPublic:
+    return session_public(db, tree.read_session(db, session_id, caller.user(user)))
+
+
+@router.delete("/{session_id}", status_code=204)
+def delete_session(
+    session_id: str, db: DatabaseDep, caller: CallerDep, user: str | None = None
+) -> Response:
+    db.delete(tree.read_session(db, session_id, caller.user(user)))
+    return Response(status_code=204)
+
+
+@router.post("/{session_id}/messages", response_model=None)
+async def create_message(
+    session_id: str,
+    body: api.MessageCreate,
+    svc: ServicesDep,
+    caller: CallerDep,
+    user: str | None = None,
+) -> Response:
+    params = _params(body.max_tokens, body.temperature)
+    events = svc.chat.send(caller.user(user), session_id, body.content, params)
+    return await _reply(events, body.stream)
+
+
+@router.post("/{session_id}/messages/{message_id}/regenerate", response_model=None)
+async def regenerate_message(
+    session_id: str,
+    message_id: str,
+    body: api.Regenerate,
+    svc: ServicesDep,
+    caller: CallerDep,
+    user: str | None = None,
+) -> Response:
+    params = _params(body.max_tokens, body.temperature)
+    events = svc.chat.regenerate(caller.user(user), session_id, message_id, params)
+    return await _reply(events, body.stream)
+
+
+@router.post("/{session_id}/messages/{message_id}/swipe")
+def swipe_message(
+    session_id: str,
+    message_id: str,
+    body: api.Swipe,
+    db: DatabaseDep,
+    caller: CallerDep,
+    user: str | None = None,
+) -> api.SessionPublic:
+    chat = tree.read_session(db, session_id, caller.user(user))
+    tree.swipe(db, chat, message_id, body.step)
+    return session_public(db, chat)
+
+
+@router.patch("/{session_id}/messages/{message_id}")
+def update_message(
+    session_id: str,
+    message_id: str,
+    body: api.MessageUpdate,
+    db: DatabaseDep,
+    caller: CallerDep,
+    user: str | None = None,
+) -> api.SessionPublic:
+    chat = tree.read_session(db, session_id, caller.user(user))
+    tree.edit_message(db, chat, message_id, body.content)
+    return session_public(db, chat)
+
+
+@router.delete("/{session_id}/messages/{message_id}")
+def delete_message(
+    session_id: str,
+    message_id: str,
+    db: DatabaseDep,
+    caller: CallerDep,
+    user: str | None = None,
+) -> api.SessionPublic:
+    chat = tree.read_session(db, session_id, caller.user(user))
+    tree.delete_message(db, chat, message_id)
+    return session_public(db, chat)
+
+
+@router.post("/{session_id}/messages/{message_id}/branch", status_code=201)
+def branch_session(
+    session_id: str,
+    message_id: str,
+    db: DatabaseDep,
+    caller: CallerDep,
+    user: str | None = None,
+) -> api.SessionPublic:
+    chat = tree.read_session(db, session_id, caller.user(user))
+    return session_public(db, tree.branch(db, chat, message_id))
+
+
+def session_public(db: Session, chat: ChatSession, with_messages: bool = True) -> api.SessionPublic:
+    character = db.get(Character, chat.character_id)
+    assert character is not None
+    messages = tree.path(db, chat) if with_messages else []
+    public = []
+    for message in messages:
+        group = [m.id for m in tree.siblings(db, chat, message)]
+        public.append(
+            api.MessagePublic(
+                id=message.id,
+                parent_id=message.parent_id,
+                role=message.role,
+                content=message.content,
+                created_at=message.created_at,
+                swipe_index=group.index(message.id),
+                swipe_count=len(group),
+                prompt_tokens=message.prompt_tokens,
+                cached_tokens=message.cached_tokens,
+                completion_tokens=message.completion_tokens,
+            )
+        )
+    return api.SessionPublic(
+        id=chat.id,
+        character=character.slug,
+        user=chat.user_id,
+        title=chat.title,
+        created_at=chat.created_at,
+        updated_at=chat.updated_at,
+        messages=public,
+    )
+
+
+def _params(max_tokens: int | None, temperature: float | None) -> SamplingParams:
+    given: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+    return replace(REPLY_DEFAULTS, **{k: v for k, v in given.items() if v is not None})
+
+
+async def _reply(events: AsyncIterator[ReplyEvent], stream: bool) -> Response:
+    first = await anext(events)  # a missing session or empty message is a 4xx, not a stream
+    if not stream:
+        done = first if isinstance(first, Done) else [e async for e in events][-1]
+        assert isinstance(done, Done)
+        return JSONResponse(_done(done))
+    return StreamingResponse(_sse(first, events), media_type="text/event-stream")
+
+
+async def _sse(first: ReplyEvent, rest: AsyncIterator[ReplyEvent]) -> AsyncIterator[str]:
+    yield _event(first)
+    try:
+        async for event in rest:
+            yield _event(event)
+    except Exception as err:  # the status is sent: the error goes in-band
+        yield f"event: error\ndata: {json.dumps(error_body(500, f'the reply failed: {err}'))}\n\n"
+
+
+def _event(event: ReplyEvent) -> str:
+    if isinstance(event, Delta):
+        return f"event: delta\ndata: {json.dumps({'text': event.text})}\n\n"
+    return f"event: done\ndata: {json.dumps(_done(event))}\n\n"
+
+
+def _done(event: Done) -> dict[str, object]:
+    return {
+        "message": {
+            "id": event.message_id,
+            "parent_id": event.parent_id,
+            "role": "assistant",
+            "content": event.content,
+        },
+        "finish_reason": event.finish_reason,
+        "usage": asdict(event.usage),
+    }

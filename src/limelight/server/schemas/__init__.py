@@ -1,0 +1,1 @@
+"""HTTP schemas (pydantic): `openai.py` for the OpenAI-compatible API, `api.py` for /api."""
