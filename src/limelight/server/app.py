@@ -10,7 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from pathlib import Path
+
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from limelight.characters.library import install_defaults
 from limelight.chat import ChatService
@@ -21,6 +25,9 @@ from limelight.server.limits import BodyLimit
 from limelight.server.routes import characters, memories, openai, sessions, stats
 from limelight.server.settings import Settings
 from limelight.store import Store
+
+
+STATIC = Path(__file__).parent / "static"  # the web app: plain HTML, CSS and JS
 
 
 class ServeError(RuntimeError):
@@ -74,6 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (openai, characters, sessions, memories, stats):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
     app.add_middleware(
         BodyLimit,
         max_body_bytes=settings.max_body_bytes,
