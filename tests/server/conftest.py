@@ -75,3 +75,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def http(server: Server) -> Iterator[httpx.Client]:
     with server.client() as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def server_no_memory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server without long-term memory, for tests of everything else."""
+    running = start_server(tmp_path_factory.mktemp("server") / "limelight.db", memory=False)
+    yield running
+    running.stop()

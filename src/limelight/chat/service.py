@@ -74,11 +74,13 @@ class ReplyContext:
     user_id: str
     character_id: int
     persona: Persona
-    session_id: str
-    parent_id: str | None  # the user message the reply answers
+    session_id: str | None  # None: the OpenAI path's session, made when the turn is stored
+    parent_id: str | None  # the user message the reply answers; None until it is stored
     history: list[Turn]
     message: str
     profile: str
+    anchor_id: str | None = None  # where a new user message goes (its parent)
+    api_slug: str | None = None  # the OpenAI path: the character named by `model`
     extra_system: str = ""  # an OpenAI client's own system messages
     recalled: list[str] = field(default_factory=list)
 
@@ -97,8 +99,9 @@ class ChatService:
         who = self.persona_of(character)
         seed = new_id()  # `{{random}}` in a greeting is drawn anew for every session
         greetings = [who.macros(g, seed) for g in who.greetings]
-        profile = self.memory.profile(user_id, character.id) if self.memory else ""
-        return tree.create_session(db, user_id, character.id, greetings, profile)
+        return tree.create_session(
+            db, user_id, character.id, greetings, self._profile(user_id, character.id)
+        )
 
     def character(self, db: Session, slug: str) -> Character:
         row = db.scalar(select(Character).where(Character.slug == slug))
@@ -117,10 +120,14 @@ class ChatService:
         self, user_id: str, session_id: str, text: str, params: SamplingParams | None = None
     ) -> AsyncIterator[ReplyEvent]:
         if not text.strip():
-            raise tree.ChatError("the message is empty")
+            raise tree.ChatInputError("the message is empty")
         turn = await asyncio.to_thread(self._turn_for_send, user_id, session_id, text)
         async for event in self._reply(turn, params):
             yield event
+
+    def preview(self, user_id: str, session_id: str, text: str) -> Prompt:
+        """The prompt `text` would get as the session's next message; nothing is stored."""
+        return self._prompt(self._turn_for_send(user_id, session_id, text))
 
     async def regenerate(
         self, user_id: str, session_id: str, message_id: str | None, params: SamplingParams | None
@@ -142,6 +149,8 @@ class ChatService:
         self, turn: ReplyContext, params: SamplingParams | None
     ) -> AsyncIterator[ReplyEvent]:
         prompt = await asyncio.to_thread(self._prompt, turn)
+        if turn.parent_id is None:  # a new message is stored once its prompt is known to fit
+            await asyncio.to_thread(self._store_message, turn)
         params = params or replace(REPLY_DEFAULTS)
         max_tokens = min(params.max_tokens, self.max_model_len - prompt.num_tokens - 1)
         params = replace(params, max_tokens=max(1, max_tokens))
@@ -188,9 +197,9 @@ class ChatService:
     def _turn_for_send(self, user_id: str, session_id: str, text: str) -> ReplyContext:
         with self.store.session() as db:
             chat = tree.read_session(db, session_id, user_id)
-            history = self._history(db, chat)
-            message = tree.add_message(db, chat, "user", text, chat.leaf_id)
-            return self._turn(db, chat, history, message)
+            turn = self._turn(db, chat, self._history(db, chat), text, None)
+            turn.anchor_id = chat.leaf_id
+            return turn
 
     def _turn_for_regenerate(
         self, user_id: str, session_id: str, message_id: str | None
@@ -200,10 +209,10 @@ class ChatService:
             target = tree.read_message(db, chat, message_id or chat.leaf_id or "")
             if target.role == "assistant":
                 if target.parent_id is None:
-                    raise tree.ChatError("a greeting is swiped, not regenerated")
+                    raise tree.ChatInputError("a greeting is swiped, not regenerated")
                 target = tree.read_message(db, chat, target.parent_id)
-            history = self._history(db, chat, target.parent_id)
-            return self._turn(db, chat, history, target)
+            history = self._history(db, chat, target.parent_id) if target.parent_id else []
+            return self._turn(db, chat, history, target.content, target.id)
 
     def _turn_for_api(
         self, user_id: str, slug: str, messages: list[dict[str, str]]
@@ -211,29 +220,53 @@ class ChatService:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         talk = [m for m in messages if m["role"] in ("user", "assistant")]
         if not talk or talk[-1]["role"] != "user":
-            raise tree.ChatError("the last message must be the user's")
+            raise tree.ChatInputError("the last message must be the user's")
+        history = [Turn(m["role"], m["content"]) for m in talk[:-1]]
         with self.store.session() as db:
-            chat = self._api_session(db, user_id, slug)
-            message = tree.add_message(db, chat, "user", talk[-1]["content"], chat.leaf_id)
-            history = [Turn(m["role"], m["content"]) for m in talk[:-1]]
-            turn = self._turn(db, chat, history, message)
-            turn.extra_system = system
-            return turn
+            character = self.character(db, slug)
+            chat = self._api_session(db, user_id, character.id)
+            profile = chat.profile if chat is not None else self._profile(user_id, character.id)
+            return ReplyContext(
+                user_id=user_id,
+                character_id=character.id,
+                persona=self.persona_of(character),
+                session_id=None,
+                parent_id=None,
+                history=history,
+                message=talk[-1]["content"],
+                profile=profile,
+                api_slug=slug,
+                extra_system=system,
+            )
 
-    def _api_session(self, db: Session, user_id: str, slug: str) -> ChatSession:
-        character = self.character(db, slug)
-        ensure_user(db, user_id)
+    def _api_session(self, db: Session, user_id: str, character_id: int) -> ChatSession | None:
+        """The session that records a user's OpenAI-API exchanges with a character."""
         query = select(ChatSession).where(
             ChatSession.user_id == user_id,
-            ChatSession.character_id == character.id,
+            ChatSession.character_id == character_id,
             ChatSession.title == API_SESSION_TITLE,
         )
-        chat = db.scalar(query)
-        if chat is None:
-            chat = tree.create_session(db, user_id, character.id, [])
-            chat.title = API_SESSION_TITLE
-            chat.profile = self.memory.profile(user_id, character.id) if self.memory else ""
-        return chat
+        return db.scalar(query)
+
+    def _profile(self, user_id: str, character_id: int) -> str:
+        return self.memory.profile(user_id, character_id) if self.memory else ""
+
+    def _store_message(self, turn: ReplyContext) -> None:
+        """Store the turn's new user message; the OpenAI path's session is made if new."""
+        with self.store.session() as db:
+            if turn.api_slug is not None:
+                ensure_user(db, turn.user_id)
+                chat = self._api_session(db, turn.user_id, turn.character_id)
+                if chat is None:
+                    chat = tree.create_session(db, turn.user_id, turn.character_id, [])
+                    chat.title, chat.profile = API_SESSION_TITLE, turn.profile
+                anchor = chat.leaf_id
+            else:
+                assert turn.session_id is not None
+                chat = tree.read_session(db, turn.session_id, turn.user_id)
+                anchor = turn.anchor_id
+            message = tree.add_message(db, chat, "user", turn.message, anchor)
+            turn.session_id, turn.parent_id = chat.id, message.id
 
     def _history(self, db: Session, chat: ChatSession, leaf_id: str | None = None) -> list[Turn]:
         messages = tree.path(db, chat, leaf_id) if (leaf_id or chat.leaf_id) else []
@@ -242,7 +275,7 @@ class ChatService:
         return [Turn(m.role, m.content, m.id) for m in messages[start:]]
 
     def _turn(
-        self, db: Session, chat: ChatSession, history: list[Turn], message: Message
+        self, db: Session, chat: ChatSession, history: list[Turn], text: str, parent: str | None
     ) -> ReplyContext:
         character = db.get(Character, chat.character_id)
         assert character is not None
@@ -251,9 +284,9 @@ class ChatService:
             character_id=character.id,
             persona=self.persona_of(character),
             session_id=chat.id,
-            parent_id=message.id,
+            parent_id=parent,
             history=history,
-            message=message.content,
+            message=text,
             profile=chat.profile,
         )
 
@@ -261,7 +294,7 @@ class ChatService:
         self, turn: ReplyContext, content: str, usage: Usage, first_id: str | None
     ) -> Message:
         with self.store.session() as db:
-            chat = db.get(ChatSession, turn.session_id)
+            chat = db.get(ChatSession, turn.session_id or "")
             if chat is None:  # deleted while the reply was written
                 raise tree.ChatError(f"no session {turn.session_id!r}")
             reply = tree.add_message(db, chat, "assistant", content, turn.parent_id)

@@ -10,7 +10,7 @@ Owns the tree operations on rows of `limelight.store`; generating a reply is `se
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from limelight.store import ChatSession, Message, utcnow
@@ -19,7 +19,11 @@ ROLES = ("user", "assistant")
 
 
 class ChatError(LookupError):
-    """A session or message that does not exist (or not in this session), or a bad edit."""
+    """A session or message that does not exist (or not in this session)."""
+
+
+class ChatInputError(ChatError):
+    """A request the tree cannot carry out as asked: an empty message, an unknown role."""
 
 
 def read_session(db: Session, session_id: str, user_id: str) -> ChatSession:
@@ -55,7 +59,7 @@ def add_message(
 ) -> Message:
     """Append under `parent_id` (None: a new root) and make it the leaf on screen."""
     if role not in ROLES:
-        raise ChatError(f"role must be one of {ROLES}, not {role!r}")
+        raise ChatInputError(f"role must be one of {ROLES}, not {role!r}")
     if parent_id is not None:
         read_message(db, chat, parent_id)
     message = Message(session_id=chat.id, parent_id=parent_id, role=role, content=content)
@@ -112,7 +116,7 @@ def swipe(db: Session, chat: ChatSession, message_id: str, step: int) -> Message
 def edit_message(db: Session, chat: ChatSession, message_id: str, content: str) -> Message:
     message = read_message(db, chat, message_id)
     if not content.strip():
-        raise ChatError("a message cannot be edited to be empty")
+        raise ChatInputError("a message cannot be edited to be empty")
     message.content = content
     chat.updated_at = utcnow()
     return message
@@ -122,11 +126,12 @@ def delete_message(db: Session, chat: ChatSession, message_id: str) -> None:
     """Delete a message and everything after it; the leaf moves to a sibling or the parent."""
     message = read_message(db, chat, message_id)
     on_screen = {m.id for m in path(db, chat)}
-    doomed = _subtree(db, chat, message.id)
+    doomed = [m.id for m in _subtree(db, chat, message.id)]
     parent_id = message.parent_id
-    for victim in reversed(doomed):  # children before parents
-        db.delete(victim)
-    db.flush()
+    # One statement for the whole subtree: row by row, the unit of work (which knows
+    # nothing of the parent link) may delete a parent first and lose its children to the
+    # database's cascade.
+    db.execute(delete(Message).where(Message.id.in_(doomed)))
     if message.id in on_screen:
         remaining = children(db, chat, parent_id)
         chat.leaf_id = select_message(db, chat, remaining[-1].id).id if remaining else parent_id
@@ -134,6 +139,7 @@ def delete_message(db: Session, chat: ChatSession, message_id: str) -> None:
 
 def branch(db: Session, chat: ChatSession, message_id: str) -> ChatSession:
     """A new session holding a copy of the path from the root to `message_id`."""
+    messages = path(db, chat, read_message(db, chat, message_id).id)
     copy = ChatSession(
         user_id=chat.user_id,
         character_id=chat.character_id,
@@ -143,7 +149,7 @@ def branch(db: Session, chat: ChatSession, message_id: str) -> ChatSession:
     db.add(copy)
     db.flush()
     parent: str | None = None
-    for message in path(db, chat, read_message(db, chat, message_id).id):
+    for message in messages:
         parent = add_message(db, copy, message.role, message.content, parent).id
     return copy
 

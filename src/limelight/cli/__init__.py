@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return int(commands[args.command](args))
-    except (LimelightError, TypeError, ValueError, LookupError, RuntimeError) as err:
+    except (LimelightError, OSError, TypeError, ValueError, LookupError, RuntimeError) as err:
         print(f"limelight: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

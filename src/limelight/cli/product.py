@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from limelight.store import Store
+
+if TYPE_CHECKING:
+    from limelight.server.settings import Settings
 
 MEMORY_DRAIN_SECONDS = 120  # at exit, time given to the memory worker to finish its jobs
 
@@ -30,9 +34,30 @@ def serve(args: argparse.Namespace) -> int:
         "database_url": args.database,
     }
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    _check_keys(settings)
     print(f"limelight: serving {settings.model} on http://{settings.host}:{settings.port}/")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
     return 0
+
+
+def _check_keys(settings: Settings) -> None:
+    """`build_services` refuses an open server too, but inside uvicorn's start-up, which
+    prints the refusal as a traceback; checked here first, it is one line."""
+    from limelight.server import auth
+    from limelight.server.app import ServeError
+
+    if settings.is_loopback:
+        return
+    store = Store(settings.database_url)
+    try:
+        with store.session() as db:
+            if not auth.keys_required(db):
+                raise ServeError(
+                    f"refusing to serve on {settings.host} without API keys: create one with "
+                    "`limelight keys create USER`, or serve on 127.0.0.1"
+                )
+    finally:
+        store.close()
 
 
 def characters(args: argparse.Namespace) -> int:

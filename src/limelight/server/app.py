@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -25,7 +24,6 @@ from limelight.server.limits import BodyLimit
 from limelight.server.routes import characters, memories, openai, sessions, stats
 from limelight.server.settings import Settings
 from limelight.store import Store
-
 
 STATIC = Path(__file__).parent / "static"  # the web app: plain HTML, CSS and JS
 

@@ -26,6 +26,7 @@ def create_key(db: Session, user_id: str, name: str = "") -> str:
     """A new key for `user_id` (created if new); the plain key is returned once, never stored."""
     if db.get(User, user_id) is None:
         db.add(User(id=user_id))
+        db.flush()  # the tables have no ORM relationship: the user row must go in first
     key = PREFIX + secrets.token_urlsafe(32)
     db.add(ApiKey(user_id=user_id, key_hash=hash_key(key), name=name))
     return key

@@ -46,7 +46,9 @@ def database(svc: ServicesDep) -> Iterator[Session]:
         yield db
 
 
-DatabaseDep = Annotated[Session, Depends(database)]
+# Committed when the route returns, before the response is sent: a client that got its
+# 201 can read the row at once, and a failed commit is answered as an error.
+DatabaseDep = Annotated[Session, Depends(database, scope="function")]
 
 
 @dataclass(slots=True)
@@ -68,8 +70,8 @@ def caller(request: Request, svc: ServicesDep) -> Caller:
     with svc.store.session() as db:
         if not auth.keys_required(db):
             return Caller(None)
-        header = request.headers.get("authorization", "")
-        key = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        key = key.strip() if scheme.lower() == "bearer" else ""  # the scheme has no case
         user = auth.user_for_key(db, key) if key else None
     if user is None:
         message = "a valid API key is required: send it as 'Authorization: Bearer <key>'"

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from limelight.characters import CardError
 from limelight.chat import ChatError, PromptTooLong
+from limelight.chat.tree import ChatInputError
 from limelight.engine.errors import RequestError
 
 log = logging.getLogger("limelight.server")
@@ -68,11 +69,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, err: HTTPException) -> JSONResponse:
-        return error_response(err.status_code, str(err.detail))
+        return error_response(err.status_code, str(err.detail), code=getattr(err, "code", None))
 
-    for kind, status in ((RequestError, 400), (PromptTooLong, 400), (CardError, 400)):
+    statuses = (
+        (RequestError, 400),
+        (PromptTooLong, 400),
+        (CardError, 400),
+        (ChatInputError, 400),  # a ChatError too: handlers go by the MRO, so this one wins
+        (ChatError, 404),
+    )
+    for kind, status in statuses:
         app.add_exception_handler(kind, _status_handler(status))
-    app.add_exception_handler(ChatError, _status_handler(404))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from limelight.server.errors import error_body
@@ -16,8 +17,19 @@ from limelight.server.errors import error_body
 UPLOAD_PATHS = ("/api/characters/import", "/v1/audio/transcriptions")
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """A body past its limit, raised from `receive` as the bytes arrive.
+
+    An `HTTPException`, because FastAPI turns any other error met while it reads a body
+    into a 400; this one it passes on to `errors.py`, which answers 413 with `code`.
+    """
+
+    code = "request_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413, f"the request body is larger than this server's limit of {limit} bytes"
+        )
 
 
 class BodyLimit:
@@ -39,7 +51,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise BodyTooLarge
+                raise BodyTooLarge(limit)
             return message
 
         async def watched(message: Message) -> None:
@@ -55,8 +67,8 @@ class BodyLimit:
 
 
 async def _reject(send: Send, limit: int) -> None:
-    message = f"the request body is larger than this server's limit of {limit} bytes"
-    body: dict[str, Any] = error_body(413, message, None, "request_too_large")
+    error = BodyTooLarge(limit)
+    body: dict[str, Any] = error_body(413, error.detail, None, error.code)
     payload = json.dumps(body).encode()
     headers = [
         (b"content-type", b"application/json"),

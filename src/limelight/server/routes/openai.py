@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
@@ -87,7 +89,8 @@ def create_embeddings(body: oa.EmbeddingRequest, svc: ServicesDep, caller: Calle
     vectors = svc.embedder.embed(body.texts)
     count = sum(len(svc.engine.tokenizer.encode(t)) for t in body.texts)
     data = [
-        {"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)
+        {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+        for i, v in enumerate(vectors)
     ]
     return {
         "object": "list",
@@ -233,6 +236,12 @@ def _check_base_model(svc: Services, model: str) -> None:
             "model",
             "model_not_found",
         )
+
+
+def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":  # what the official client asks for by default
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+    return [float(x) for x in vector]
 
 
 def _role(role: str) -> str:

@@ -61,6 +61,19 @@ def delete_session(
     return Response(status_code=204)
 
 
+@router.get("/{session_id}/prompt")
+def read_prompt(
+    session_id: str, content: str, svc: ServicesDep, caller: CallerDep, user: str | None = None
+) -> dict[str, object]:
+    """The prompt the model would see if `content` were sent now (nothing is stored)."""
+    prompt = svc.chat.preview(caller.user(user), session_id, content)
+    return {
+        "prompt": prompt.text,
+        "num_tokens": prompt.num_tokens,
+        "num_dropped_turns": prompt.num_dropped,
+    }
+
+
 @router.post("/{session_id}/messages", response_model=None)
 async def create_message(
     session_id: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME = Field(min_length=1, max_length=200)
 TEXT = Field(default="", max_length=100_000)
@@ -57,6 +57,13 @@ class CharacterUpdate(Strict):
     creator: str | None = None
     character_version: str | None = None
     extensions: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> CharacterUpdate:
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null; leave a field out to keep it")
+        return self
 
 
 class CharacterSummary(BaseModel):
@@ -107,6 +114,13 @@ class MessageCreate(Strict):
     stream: bool = True
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
     temperature: float | None = Field(default=None, ge=0, le=2)
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the message is empty")
+        return value
 
 
 class Regenerate(Strict):
