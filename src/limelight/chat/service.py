@@ -37,7 +37,7 @@ API_SESSION_TITLE = "API"  # where OpenAI-API exchanges on a character are recor
 class MemoryRecall(Protocol):
     """What chat needs from long-term memory (implemented by `limelight.memory`)."""
 
-    def profile(self, user_id: str, character_id: int) -> str: ...
+    def profile(self, db: Session, user_id: str, character_id: int) -> str: ...
     def recall(self, user_id: str, character_id: int, query: str, k: int) -> list[str]: ...
     def remember(self, db: Session, user_id: str, character_id: int, ids: list[str]) -> None: ...
     def wake(self) -> None: ...
@@ -100,7 +100,7 @@ class ChatService:
         seed = new_id()  # `{{random}}` in a greeting is drawn anew for every session
         greetings = [who.macros(g, seed) for g in who.greetings]
         return tree.create_session(
-            db, user_id, character.id, greetings, self._profile(user_id, character.id)
+            db, user_id, character.id, greetings, self._profile(db, user_id, character.id)
         )
 
     def character(self, db: Session, slug: str) -> Character:
@@ -195,7 +195,7 @@ class ChatService:
 
     # --- storage (worker thread) ----------------------------------------------------------
     def _turn_for_send(self, user_id: str, session_id: str, text: str) -> ReplyContext:
-        with self.store.session() as db:
+        with self.store.reader() as db:
             chat = tree.read_session(db, session_id, user_id)
             turn = self._turn(db, chat, self._history(db, chat), text, None)
             turn.anchor_id = chat.leaf_id
@@ -204,7 +204,7 @@ class ChatService:
     def _turn_for_regenerate(
         self, user_id: str, session_id: str, message_id: str | None
     ) -> ReplyContext:
-        with self.store.session() as db:
+        with self.store.reader() as db:
             chat = tree.read_session(db, session_id, user_id)
             target = tree.read_message(db, chat, message_id or chat.leaf_id or "")
             if target.role == "assistant":
@@ -222,10 +222,10 @@ class ChatService:
         if not talk or talk[-1]["role"] != "user":
             raise tree.ChatInputError("the last message must be the user's")
         history = [Turn(m["role"], m["content"]) for m in talk[:-1]]
-        with self.store.session() as db:
+        with self.store.reader() as db:
             character = self.character(db, slug)
             chat = self._api_session(db, user_id, character.id)
-            profile = chat.profile if chat is not None else self._profile(user_id, character.id)
+            profile = chat.profile if chat else self._profile(db, user_id, character.id)
             return ReplyContext(
                 user_id=user_id,
                 character_id=character.id,
@@ -248,8 +248,8 @@ class ChatService:
         )
         return db.scalar(query)
 
-    def _profile(self, user_id: str, character_id: int) -> str:
-        return self.memory.profile(user_id, character_id) if self.memory else ""
+    def _profile(self, db: Session, user_id: str, character_id: int) -> str:
+        return self.memory.profile(db, user_id, character_id) if self.memory else ""
 
     def _store_message(self, turn: ReplyContext) -> None:
         """Store the turn's new user message; the OpenAI path's session is made if new."""

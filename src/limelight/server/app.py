@@ -46,7 +46,9 @@ def build_services(settings: Settings) -> Services:
     if settings.memory:
         from limelight.memory.service import MemoryService
 
-        memory = MemoryService(store, engine, settings.embedder)
+        memory = MemoryService(
+            store, engine, settings.embedder, settings.memory_facts, settings.memory_summaries
+        )
     return Services(
         settings=settings,
         store=store,

@@ -41,16 +41,6 @@ def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-def database(svc: ServicesDep) -> Iterator[Session]:
-    with svc.store.session() as db:
-        yield db
-
-
-# Committed when the route returns, before the response is sent: a client that got its
-# 201 can read the row at once, and a failed commit is answered as an error.
-DatabaseDep = Annotated[Session, Depends(database, scope="function")]
-
-
 @dataclass(slots=True)
 class Caller:
     """Who sent the request: the key's user, or nobody in particular (no keys configured)."""
@@ -67,7 +57,7 @@ class Caller:
 
 
 def caller(request: Request, svc: ServicesDep) -> Caller:
-    with svc.store.session() as db:
+    with svc.store.reader() as db:
         if not auth.keys_required(db):
             return Caller(None)
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
@@ -80,3 +70,16 @@ def caller(request: Request, svc: ServicesDep) -> Caller:
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
+
+
+def database(svc: ServicesDep, _: CallerDep) -> Iterator[Session]:
+    """The request's unit of work.  It depends on the caller so that the key check's own
+    short session is over before this one begins: SQLite transactions take the write lock
+    when they begin, and a second session inside the first would wait for it."""
+    with svc.store.session() as db:
+        yield db
+
+
+# Committed when the route returns, before the response is sent: a client that got its
+# 201 can read the row at once, and a failed commit is answered as an error.
+DatabaseDep = Annotated[Session, Depends(database, scope="function")]

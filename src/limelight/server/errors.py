@@ -17,7 +17,8 @@ from starlette.exceptions import HTTPException
 from limelight.characters import CardError
 from limelight.chat import ChatError, PromptTooLong
 from limelight.chat.tree import ChatInputError
-from limelight.engine.errors import RequestError
+from limelight.engine.errors import LimelightError, RequestError
+from limelight.memory.service import MemoryLookupError
 
 log = logging.getLogger("limelight.server")
 
@@ -77,6 +78,8 @@ def install(app: FastAPI) -> None:
         (CardError, 400),
         (ChatInputError, 400),  # a ChatError too: handlers go by the MRO, so this one wins
         (ChatError, 404),
+        (MemoryLookupError, 404),
+        (LimelightError, 400),  # every other error limelight raises on purpose names it
     )
     for kind, status in statuses:
         app.add_exception_handler(kind, _status_handler(status))

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 16 << 20  # character files
     max_tokens_default: int = 256  # a reply's length when the request does not say
     memory: bool = True  # derive and retrieve long-term memories
+    memory_facts: bool = True  # extract facts with the model (kept only when grounded)
+    memory_summaries: bool = False  # rolling summaries: worth it with a model above ~1B
     embedder: str | None = None  # default: the memory package's packaged embedder
 
     @property

@@ -48,12 +48,24 @@ class Store:
         except SQLAlchemyError as err:
             raise StoreError(f"cannot open the database {self.url}: {err}") from err
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        reading = self.engine.execution_options(limelight_reader=True)
+        self._readers = sessionmaker(reading, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A unit of work: committed when the block ends, rolled back if it raises."""
+        """A unit of work: committed when the block ends, rolled back if it raises.
+
+        On SQLite it holds the write lock from its start, so keep it short, and open no
+        other `session()` inside it (that one would wait for this one's lock)."""
         with self._sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A read-only unit of work: a snapshot that never waits for writers (WAL)."""
+        with self._readers.begin() as session:
+            yield session
+            session.rollback()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -72,12 +84,28 @@ def _create_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     if url.startswith("sqlite:///") and ":memory:" not in url:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=16,
+        max_overflow=48,  # writers queue on the lock, not on the pool
+    )
     event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", _begin_immediate)
     return engine
 
 
+def _begin_immediate(connection: Any) -> None:
+    """Writers take the write lock when their transaction begins, not when they first
+    write: a deferred transaction that read and then writes fails at once ("database is
+    locked") when another writer got in between, whereas BEGIN IMMEDIATE waits its turn.
+    Readers (`Store.reader`) begin deferred and never wait."""
+    reader = connection.get_execution_options().get("limelight_reader", False)
+    connection.exec_driver_sql("BEGIN" if reader else "BEGIN IMMEDIATE")
+
+
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    connection.isolation_level = None  # the driver's own implicit BEGIN is off; see above
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")

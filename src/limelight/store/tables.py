@@ -130,16 +130,19 @@ class Memory(Base):
 
     __tablename__ = "memories"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     character_id: Mapped[int] = mapped_column(ForeignKey("characters.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))  # "episode" | "fact" | "summary"
     text: Mapped[str] = mapped_column(Text)
     source_ids: Mapped[list[str]] = mapped_column(default=list)  # messages it came from
-    key: Mapped[str | None] = mapped_column(String(500))  # a fact's subject/attribute
-    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, normalized
+    context: Mapped[list[str]] = mapped_column(default=list)  # what it is matched on
+    about: Mapped[list[str]] = mapped_column(default=list)  # the people it is about
+    key: Mapped[str | None] = mapped_column(String(500))  # a fact's subject: attribute
+    fact: Mapped[dict[str, Any] | None]  # a fact's subject, attribute and value
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32 (memory/index.py)
     superseded_by: Mapped[str | None] = mapped_column(
-        ForeignKey("memories.id", ondelete="SET NULL")
+        String(64), ForeignKey("memories.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

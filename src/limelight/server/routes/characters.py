@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from limelight.characters import library
-from limelight.server.deps import CallerDep, DatabaseDep
+from limelight.server.deps import CallerDep, DatabaseDep, ServicesDep
 from limelight.server.errors import APIError
 from limelight.server.schemas import api
 from limelight.store import Character
@@ -77,11 +77,13 @@ def export_character(
 
 
 @router.get("/{slug}/avatar")
-def read_avatar(slug: str, db: DatabaseDep) -> Response:
-    row = read_row(db, slug)
-    if row.avatar is None:
+def read_avatar(slug: str, svc: ServicesDep) -> Response:
+    """Public, like the image of a web page: an `<img>` cannot send a key."""
+    with svc.store.session() as db:
+        avatar = read_row(db, slug).avatar
+    if avatar is None:
         raise APIError(404, f"character {slug!r} has no avatar")
-    return Response(row.avatar, media_type="image/png", headers={"cache-control": "max-age=60"})
+    return Response(avatar, media_type="image/png", headers={"cache-control": "max-age=60"})
 
 
 def read_row(db: Session, slug: str) -> Character:
