@@ -63,9 +63,8 @@ class Store:
     @contextmanager
     def reader(self) -> Iterator[Session]:
         """A read-only unit of work: a snapshot that never waits for writers (WAL)."""
-        with self._readers.begin() as session:
+        with self._readers.begin() as session:  # its commit ends the snapshot; nothing to write
             yield session
-            session.rollback()
 
     def close(self) -> None:
         self.engine.dispose()
