@@ -72,6 +72,8 @@ def test_jobs_a_crash_left_pending_are_done_at_start(store: Store) -> None:
     assert "Lisbon" in rows[0].text and set(rows[0].source_ids) <= set(ids)
     assert any("Lisbon" in t for t in service.recall("alice", 1, "where do the bees live", 3))
     assert service.recall("bob", 1, "where do the bees live", 3) == []
+    # what the prompt already shows is not recalled again
+    assert service.recall("alice", 1, "where do the bees live", 3, visible=ids) == []
 
 
 def test_a_contradicting_fact_supersedes_and_history_is_kept(store: Store) -> None:

@@ -106,3 +106,24 @@ def test_sixteen_simultaneous_chats_do_not_leak(server: Server, http: httpx.Clie
         )
         assert f"codeword-{user}" in texts
         assert not any(f"codeword-{u}" in texts for u in users if u != user)
+
+
+def test_a_multi_turn_chat_on_a_warm_character_comes_mostly_from_the_cache(
+    http: httpx.Client,
+) -> None:
+    """The prompt layout's point: the definition is shared across users and the history
+    across turns, so a turn computes little more than its own new tokens."""
+    shares = []
+    for user in ("warm-up", "carol"):
+        session_id = new_session(http, user)
+        for text in (
+            "Hi! I'm planning a trip to Norway.",
+            "What should I pack?",
+            "I love hiking.",
+            "Any tips for the fjords?",
+        ):
+            usage = say(http, user, session_id, text)["usage"]
+            shares.append(usage["cached_tokens"] / usage["prompt_tokens"])
+    carol = shares[4:]
+    assert min(carol) > 0.8, shares  # even her first turn: the character is warm
+    assert http.get("/api/stats").json()["prefix_cache_hit_rate"] > 0.5

@@ -11,7 +11,7 @@ loop keeps streaming other users' tokens.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -38,7 +38,9 @@ class MemoryRecall(Protocol):
     """What chat needs from long-term memory (implemented by `limelight.memory`)."""
 
     def profile(self, db: Session, user_id: str, character_id: int) -> str: ...
-    def recall(self, user_id: str, character_id: int, query: str, k: int) -> list[str]: ...
+    def recall(
+        self, user_id: str, character_id: int, query: str, k: int, visible: Collection[str] = ()
+    ) -> list[str]: ...
     def remember(self, db: Session, user_id: str, character_id: int, ids: list[str]) -> None: ...
     def wake(self) -> None: ...
 
@@ -174,8 +176,9 @@ class ChatService:
         recent = [t.content for t in turn.history[-8:]] + [turn.message]
         constant, triggered = lore_sections(turn.persona.lorebook, recent, self._count)
         if self.memory is not None:
+            visible = {t.id for t in turn.history if t.id}  # already in the prompt
             turn.recalled = self.memory.recall(
-                turn.user_id, turn.character_id, turn.message, NUM_MEMORIES
+                turn.user_id, turn.character_id, turn.message, NUM_MEMORIES, visible
             )
         parts = PromptParts(
             definition=turn.persona.definition,

@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -75,12 +76,18 @@ class MemoryService:
         self._task: asyncio.Task[None] | None = None
 
     # --- the reply path -------------------------------------------------------------------
-    def recall(self, user_id: str, character_id: int, query: str, k: int) -> list[str]:
+    def recall(
+        self, user_id: str, character_id: int, query: str, k: int, visible: Collection[str] = ()
+    ) -> list[str]:
+        """The k best memories for `query`, leaving out those whose every source message is
+        `visible` (already in the prompt's history): memory brings what the context lacks."""
         names = (USER_NAME,) if FIRST_PERSON.search(query) else ()
         with self._lock:
             index = self._index((user_id, character_id))
-            hits = index.search(query, k, names=names) if len(index) else []
-        return [item.text for item, _score in hits]
+            hits = index.search(query, k + len(visible), names=names) if len(index) else []
+        seen = set(visible)
+        fresh = [i for i, _ in hits if not (i.source_ids and set(i.source_ids) <= seen)]
+        return [item.text for item in fresh[:k]]
 
     def profile(self, db: Session, user_id: str, character_id: int) -> str:
         live = _live(user_id, character_id)
