@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import engine_llamacpp
-from bench.engine_workload import FIGURES, Workload, run_worker
+from bench.engine_workload import FIGURES, PRECISIONS, Workload, run_worker
 from bench.machine import MachineLimits, measure_machine
 from bench.meter import CompetingLoad
 
@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     if "limelight" in args.engines:
         worker_args = ["--model", args.model, "--workload", workload.to_json()]
+        worker_args += ["--precision", args.precision]
         results["limelight"] = run_worker("bench.engine_limelight", worker_args)
     if "llama.cpp" in args.engines:
         results["llama.cpp"] = engine_llamacpp.measure(gguf, workload)
@@ -62,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="end with one JSON object")
     parser.add_argument("--quick", action="store_true", help="a small workload (smoke test)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="packaged name or .gguf file")
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="int8",
+        help="limelight's weights: int8 (+bfloat16 for batches), bfloat16 or float32",
+    )
     parser.add_argument(
         "--engines",
         nargs="+",

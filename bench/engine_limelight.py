@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from bench.engine_workload import Prompts, Workload, progress
+from bench.engine_workload import PRECISIONS, Prompts, Workload, progress
 from bench.meter import ProcessMeter
 from limelight import LLM, AsyncEngine, SamplingParams
+from limelight.engine.layers.quantized import Int8Linear
 from limelight.engine.llm_engine import LLMEngine
 
 
@@ -131,6 +132,18 @@ async def _shared_prefix_ttft(engine: LLMEngine, prompts: Prompts) -> tuple[floa
 
 
 def _weight_bytes(llm: LLM) -> int:
+    """Bytes of weights one decode step reads: int8 copies where a layer has one."""
+    model = llm.engine.runner.model
+    int8 = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    if int8:
+        own = {m.weight.data_ptr() for m in int8}
+        rest = [p for p in model.parameters() if p.data_ptr() not in own and p.ndim == 1]
+        parts = [t for m in int8 for t in (m.qweight, m.scale)] + rest
+        return sum(t.numel() * t.element_size() for t in parts)
+    return _all_weight_bytes(llm)
+
+
+def _all_weight_bytes(llm: LLM) -> int:
     """Bytes of the model's parameters and buffers: what one decode step reads at least."""
     model = llm.engine.runner.model
     tensors = {t.data_ptr(): t for t in (*model.parameters(), *model.buffers())}
@@ -141,10 +154,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True)
     parser.add_argument("--workload", required=True, help="a Workload as JSON")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="int8")
     args = parser.parse_args(argv)
     workload = Workload.from_json(args.workload)
     torch.set_num_threads(workload.num_threads)
-    llm = LLM(args.model)
+    llm = LLM(args.model, **PRECISIONS[args.precision])
     print(json.dumps(measure(llm, workload)), flush=True)
 
 

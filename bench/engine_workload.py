@@ -21,6 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# limelight's weight precisions: int8 is the default (decode reads int8, batches bfloat16)
+PRECISIONS: dict[str, dict[str, Any]] = {
+    "int8": {"dtype": "bfloat16", "quantization": "int8"},
+    "bfloat16": {"dtype": "bfloat16"},
+    "float32": {"dtype": "float32"},
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Workload:

@@ -103,7 +103,9 @@ async def _chat(args: argparse.Namespace) -> int:
     store = Store(args.database)
     with store.session() as db:
         library.install_defaults(db)
-    engine = AsyncEngine.from_pretrained(args.model, kv_cache_bytes=128 << 20)
+    engine = AsyncEngine.from_pretrained(
+        args.model, kv_cache_bytes=128 << 20, dtype="bfloat16", quantization="int8"
+    )
     memory = MemoryService(store, engine)
     service = ChatService(store, engine, memory)
     memory.start()

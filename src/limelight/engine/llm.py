@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from limelight.engine.errors import CheckpointError
+from limelight.engine.layers.quantized import quantize_linears
 from limelight.engine.llm_engine import LLMEngine
 from limelight.engine.loader import Checkpoint, open_checkpoint
 from limelight.engine.models import CausalLM, model_class
@@ -28,7 +29,10 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 def load_model(checkpoint: Checkpoint, config: EngineConfig) -> CausalLM:
     model = model_class(checkpoint.config.model_type)(checkpoint.config)
     model.load_weights(checkpoint.weights())
-    return model.to(device=config.device, dtype=getattr(torch, config.dtype)).eval()
+    model = model.to(device=config.device, dtype=getattr(torch, config.dtype))
+    if config.quantization == "int8":
+        quantize_linears(model)
+    return model.eval()
 
 
 def engine_config(options: dict[str, Any]) -> EngineConfig:

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     kv_cache_bytes: int = 256 << 20
     max_model_len: int | None = 4096
     max_num_seqs: int = 32
+    dtype: str = "bfloat16"
+    quantization: str | None = "int8"  # int8 weights for decoding (engine/layers/quantized.py)
     max_body_bytes: int = 1 << 20  # JSON request bodies
     max_upload_bytes: int = 16 << 20  # character files
     max_tokens_default: int = 256  # a reply's length when the request does not say
@@ -36,6 +38,8 @@ class Settings(BaseSettings):
             "kv_cache_bytes": self.kv_cache_bytes,
             "max_model_len": self.max_model_len,
             "max_num_seqs": self.max_num_seqs,
+            "dtype": self.dtype,
+            "quantization": self.quantization,
         }
 
     @property
