@@ -27,9 +27,15 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def load_model(checkpoint: Checkpoint, config: EngineConfig) -> CausalLM:
-    model = model_class(checkpoint.config.model_type)(checkpoint.config)
+    dtype = getattr(torch, config.dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # parameters are made in the engine's dtype: no float32
+    try:  # copy of the whole model ever lives in memory (peak RSS)
+        model = model_class(checkpoint.config.model_type)(checkpoint.config)
+    finally:
+        torch.set_default_dtype(previous)
     model.load_weights(checkpoint.weights())
-    model = model.to(device=config.device, dtype=getattr(torch, config.dtype))
+    model = model.to(device=config.device, dtype=dtype)
     if config.quantization == "int8":
         quantize_linears(model)
     return model.eval()
