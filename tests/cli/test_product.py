@@ -68,3 +68,40 @@ def test_serve_beyond_loopback_without_keys_is_one_clear_line(database: str) -> 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "without API keys" in result.stderr and "limelight keys create USER" in result.stderr
+
+
+def chat(database: str, lines: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "limelight",
+            "chat",
+            "lumi",
+            "--user",
+            "erin",
+            "--max-tokens",
+            "8",
+            "--database",
+            database,
+        ],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_chat_with_a_character_streams_and_continues_across_runs(database: str) -> None:
+    first = chat(database, "My cat is called Miso.\n\n")
+    assert first.returncode == 0, first.stderr
+    assert "Talking with Lumi" in first.stdout and "Traceback" not in first.stderr
+    second = chat(database, "")  # the next run shows the conversation so far
+    assert second.returncode == 0, second.stderr
+    assert "you> My cat is called Miso." in second.stdout
+    with sqlite3.connect(database.removeprefix("sqlite:///")) as db:
+        jobs = db.execute("SELECT status FROM memory_jobs").fetchall()
+        memories = db.execute("SELECT text FROM memories WHERE user_id = 'erin'").fetchall()
+    assert jobs == [("done",)]  # the memory work finished before the first run ended
+    assert any("Miso" in text for (text,) in memories)
