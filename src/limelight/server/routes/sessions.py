@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,6 +25,16 @@ from limelight.server.schemas import api
 from limelight.store import Character, ChatSession
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+
+
+def owned_session(
+    session_id: str, db: DatabaseDep, caller: CallerDep, user: str | None = None
+) -> ChatSession:
+    """The session in the path, if it belongs to the caller's user (else 404)."""
+    return tree.read_session(db, session_id, caller.user(user))
+
+
+ChatSessionDep = Annotated[ChatSession, Depends(owned_session)]
 
 
 @router.post("", status_code=201)
@@ -47,17 +57,13 @@ def list_sessions(
 
 
 @router.get("/{session_id}")
-def read_session(
-    session_id: str, db: DatabaseDep, caller: CallerDep, user: str | None = None
-) -> api.SessionPublic:
-    return session_public(db, tree.read_session(db, session_id, caller.user(user)))
+def read_session(chat: ChatSessionDep, db: DatabaseDep) -> api.SessionPublic:
+    return session_public(db, chat)
 
 
 @router.delete("/{session_id}", status_code=204)
-def delete_session(
-    session_id: str, db: DatabaseDep, caller: CallerDep, user: str | None = None
-) -> Response:
-    db.delete(tree.read_session(db, session_id, caller.user(user)))
+def delete_session(chat: ChatSessionDep, db: DatabaseDep) -> Response:
+    db.delete(chat)
     return Response(status_code=204)
 
 
@@ -103,54 +109,42 @@ async def regenerate_message(
 
 @router.post("/{session_id}/messages/{message_id}/swipe")
 def swipe_message(
-    session_id: str,
     message_id: str,
     body: api.Swipe,
+    chat: ChatSessionDep,
     db: DatabaseDep,
-    caller: CallerDep,
-    user: str | None = None,
 ) -> api.SessionPublic:
-    chat = tree.read_session(db, session_id, caller.user(user))
     tree.swipe(db, chat, message_id, body.step)
     return session_public(db, chat)
 
 
 @router.patch("/{session_id}/messages/{message_id}")
 def update_message(
-    session_id: str,
     message_id: str,
     body: api.MessageUpdate,
+    chat: ChatSessionDep,
     db: DatabaseDep,
-    caller: CallerDep,
-    user: str | None = None,
 ) -> api.SessionPublic:
-    chat = tree.read_session(db, session_id, caller.user(user))
     tree.edit_message(db, chat, message_id, body.content)
     return session_public(db, chat)
 
 
 @router.delete("/{session_id}/messages/{message_id}")
 def delete_message(
-    session_id: str,
     message_id: str,
+    chat: ChatSessionDep,
     db: DatabaseDep,
-    caller: CallerDep,
-    user: str | None = None,
 ) -> api.SessionPublic:
-    chat = tree.read_session(db, session_id, caller.user(user))
     tree.delete_message(db, chat, message_id)
     return session_public(db, chat)
 
 
 @router.post("/{session_id}/messages/{message_id}/branch", status_code=201)
 def branch_session(
-    session_id: str,
     message_id: str,
+    chat: ChatSessionDep,
     db: DatabaseDep,
-    caller: CallerDep,
-    user: str | None = None,
 ) -> api.SessionPublic:
-    chat = tree.read_session(db, session_id, caller.user(user))
     return session_public(db, tree.branch(db, chat, message_id))
 
 
