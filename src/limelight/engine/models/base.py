@@ -9,6 +9,8 @@ projections) overrides `load_weight` for those names only.
 
 from __future__ import annotations
 
+import math
+import mmap
 from collections.abc import Iterable
 
 import torch
@@ -43,10 +45,7 @@ class CausalLM(nn.Module):
         for module in self.modules():
             if isinstance(module, PagedAttention):
                 shape = (num_kv_slots, module.num_kv_heads, module.head_dim)
-                module.bind_cache(
-                    torch.zeros(shape, dtype=dtype, device=device),
-                    torch.zeros(shape, dtype=dtype, device=device),
-                )
+                module.bind_cache(zeros(shape, dtype, device), zeros(shape, dtype, device))
             elif isinstance(module, LinearAttention):
                 module.allocate_states(num_state_slots, num_snapshots, device)
 
@@ -92,3 +91,18 @@ class CausalLM(nn.Module):
     def is_loaded_elsewhere(self, param_name: str, loaded: set[str]) -> bool:
         """Whether a parameter was filled by `load_weight` under other tensor names."""
         return False
+
+
+def zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A zero tensor whose CPU pages become resident only once written.
+
+    `torch.zeros` writes every byte, so a KV cache sized for the worst case would be
+    resident from the start; an anonymous memory map is zero by definition and costs
+    memory only where the cache is used (how llama.cpp's KV cache behaves too).
+    """
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    numel = math.prod(shape)
+    size = numel * torch.empty(0, dtype=dtype).element_size()
+    buffer = mmap.mmap(-1, max(size, 1))
+    return torch.frombuffer(buffer, dtype=dtype, count=numel).view(shape)
