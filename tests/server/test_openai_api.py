@@ -120,8 +120,9 @@ def test_json_schema_response_format(client: openai.OpenAI) -> None:
 
 
 def test_embeddings(client: openai.OpenAI, http: httpx.Client) -> None:
-    name = http.get("/api/stats").json() and "all-minilm-l6-v2"
-    result = client.embeddings.create(model=name, input=["a cat", "a kitten", "tax law"])
+    result = client.embeddings.create(
+        model="all-minilm-l6-v2", input=["a cat", "a kitten", "tax law"]
+    )
     vectors = [d.embedding for d in result.data]
     assert len(vectors) == 3 and len(vectors[0]) == 384
     dot = [sum(a * b for a, b in zip(vectors[0], v, strict=True)) for v in vectors]

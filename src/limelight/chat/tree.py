@@ -72,13 +72,27 @@ def add_message(
 
 def path(db: Session, chat: ChatSession, leaf_id: str | None = None) -> list[Message]:
     """The messages from the root down to `leaf_id` (default: the session's leaf)."""
-    by_id = {m.id: m for m in db.scalars(select(Message).where(Message.session_id == chat.id))}
-    messages: list[Message] = []
+    return [message for message, _, _ in path_with_swipes(db, chat, leaf_id)]
+
+
+def path_with_swipes(
+    db: Session, chat: ChatSession, leaf_id: str | None = None
+) -> list[tuple[Message, int, int]]:
+    """`path`, each message with its place among its siblings and their number: one query
+    for the whole session, however long the branch."""
+    query = select(Message).where(Message.session_id == chat.id)
+    rows = list(db.scalars(query.order_by(Message.created_at, Message.id)))
+    by_id = {m.id: m for m in rows}
+    groups: dict[str | None, list[str]] = {}
+    for message in rows:  # oldest first, as `children` orders them
+        groups.setdefault(message.parent_id, []).append(message.id)
+    branch: list[tuple[Message, int, int]] = []
     node = by_id.get(leaf_id or chat.leaf_id or "")
     while node is not None:
-        messages.append(node)
+        group = groups[node.parent_id]
+        branch.append((node, group.index(node.id), len(group)))
         node = by_id.get(node.parent_id or "")
-    return messages[::-1]
+    return branch[::-1]
 
 
 def children(db: Session, chat: ChatSession, parent_id: str | None) -> list[Message]:

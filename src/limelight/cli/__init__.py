@@ -37,6 +37,23 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", default=None, help="a system message (bare model only)")
     _model_options(chat)
 
+    _store_commands(commands)
+
+    gen = commands.add_parser("generate", help="complete a prompt with a model")
+    gen.add_argument("prompt", metavar="PROMPT")
+    _model_options(gen)
+    gen.add_argument("--chat", action="store_true", help="wrap PROMPT in the chat template")
+
+    commands.add_parser("models", help="list the packaged models and where they come from")
+
+    bench = commands.add_parser("bench", help="run a benchmark of the repository's bench/ folder")
+    bench.add_argument("benchmark", choices=BENCHMARKS, help="engine: vs llama.cpp; memory: LoCoMo")
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
+    return parser
+
+
+def _store_commands(commands: argparse._SubParsersAction) -> None:
+    """`characters list|import` and `keys create`: commands on the store, no model."""
     chars = commands.add_parser("characters", help="list or import characters")
     chars_cmd = chars.add_subparsers(dest="action", required=True, metavar="ACTION")
     chars_cmd.add_parser("list", help="list the characters")
@@ -51,18 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("user")
     create.add_argument("--name", default="")
     create.add_argument("--database", default=None, help="SQLAlchemy URL of the store")
-
-    gen = commands.add_parser("generate", help="complete a prompt with a model")
-    gen.add_argument("prompt", metavar="PROMPT")
-    _model_options(gen)
-    gen.add_argument("--chat", action="store_true", help="wrap PROMPT in the chat template")
-
-    commands.add_parser("models", help="list the packaged models and where they come from")
-
-    bench = commands.add_parser("bench", help="run a benchmark of the repository's bench/ folder")
-    bench.add_argument("benchmark", choices=BENCHMARKS, help="engine: vs llama.cpp; memory: LoCoMo")
-    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
-    return parser
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:

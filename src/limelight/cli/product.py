@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING
 from limelight.store import Store
 
 if TYPE_CHECKING:
+    from limelight.chat import ChatService
+
+if TYPE_CHECKING:
     from limelight.server.settings import Settings
 
 MEMORY_DRAIN_SECONDS = 120  # at exit, time given to the memory worker to finish its jobs
@@ -132,11 +135,10 @@ async def _chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_session(service: object, store: Store, args: argparse.Namespace) -> str:
-    from limelight.chat import ChatService, tree
+def _open_session(service: ChatService, store: Store, args: argparse.Namespace) -> str:
+    from limelight.chat import tree
     from limelight.store import ChatSession
 
-    assert isinstance(service, ChatService)
     with store.session() as db:
         character = service.character(db, args.character)
         latest = (

@@ -22,26 +22,25 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Collection
-from datetime import datetime
+from dataclasses import asdict
 from typing import Any
 
-import numpy as np
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from limelight.engine.async_engine import AsyncEngine
 from limelight.engine.types import SamplingParams
+from limelight.memory import rows
 from limelight.memory.embedder import Embedder, load_embedder
 from limelight.memory.episodes import episodes_touched
 from limelight.memory.extract import Fact, extract_facts, reconcile_fact
 from limelight.memory.index import HybridIndex
+from limelight.memory.rows import USER_NAME, Owner
 from limelight.memory.summary import update_summary
-from limelight.memory.types import MemoryItem, MemoryKind, Turn
+from limelight.memory.types import MemoryItem, Turn
 from limelight.store import Character, Memory, MemoryJob, Message, Store, new_id, utcnow
 
 log = logging.getLogger("limelight.memory")
-Owner = tuple[str, int]  # (user id, character id)
-USER_NAME = "User"  # how transcripts and prompts name the user (as chat/persona.py does)
 MAX_INDEXES = 256  # (user, character) indexes kept in RAM, least recently used dropped
 PROFILE_FACTS = 12  # facts in a session's frozen profile
 FIRST_PERSON = re.compile(r"\b(i|me|my|mine|myself)\b", re.IGNORECASE)
@@ -90,7 +89,7 @@ class MemoryService:
         return [item.text for item in fresh[:k]]
 
     def profile(self, db: Session, user_id: str, character_id: int) -> str:
-        live = _live(user_id, character_id)
+        live = rows.live(user_id, character_id)
         facts = db.scalars(live.where(Memory.kind == "fact").limit(PROFILE_FACTS)).all()
         summary = db.scalar(live.where(Memory.kind == "summary"))
         lines = [f"- {f.text}" for f in facts]
@@ -191,7 +190,7 @@ class MemoryService:
             while node is not None:
                 path.append(node)
                 node = db.get(Message, node.parent_id) if node.parent_id else None
-            turns = [_turn(m, character.name) for m in reversed(path)]
+            turns = [rows.turn(m, character.name) for m in reversed(path)]
             num_new = min(len(job.message_ids), len(turns))
             return (job.user_id, job.character_id), character.name, turns, num_new
 
@@ -199,25 +198,25 @@ class MemoryService:
     def _store_episodes(self, owner: Owner, turns: list[Turn], num_new: int) -> None:
         items = episodes_touched(turns, num_new)
         with self.store.session() as db:
-            gone = {i.id for i in items if _edited_or_forgotten(db, i.id)}
+            gone = {i.id for i in items if rows.is_replaced(db, i.id)}
             items = [i for i in items if i.id not in gone]  # a user's edit or delete wins
             with self._lock:
                 index = self._index(owner, db)
                 index.embed(items)
                 for item in items:
-                    db.merge(_row(owner, item))
+                    db.merge(rows.to_row(owner, item))
                 index.upsert(items)
 
     def _store_facts(self, owner: Owner, facts: list[Fact], sources: list[str]) -> None:
         with self.store.session() as db:
-            rows = db.scalars(_live(*owner).where(Memory.kind == "fact")).all()
-            stored = {r.id: Fact(**r.fact) for r in rows if r.fact}
+            known = db.scalars(rows.live(*owner).where(Memory.kind == "fact")).all()
+            stored = {r.id: Fact(**r.fact) for r in known if r.fact}
             for fact in facts:
                 update = reconcile_fact(fact, stored)
                 if update.duplicate_of is not None:
                     continue
-                item = fact.to_item(new_id(), sources, _now())
-                self._add(db, owner, item, key=fact.key, fact=_fact_fields(fact))
+                item = fact.to_item(new_id(), sources, utcnow())
+                self._add(db, owner, item, key=fact.key, fact=asdict(fact))
                 for old_id in update.supersedes:
                     self._supersede(db, owner, old_id, item.id)
                     stored.pop(old_id)
@@ -225,14 +224,14 @@ class MemoryService:
 
     def _summary_text(self, owner: Owner) -> str:
         with self.store.reader() as db:
-            row = db.scalar(_live(*owner).where(Memory.kind == "summary"))
+            row = db.scalar(rows.live(*owner).where(Memory.kind == "summary"))
             return row.text if row is not None else ""
 
     def _store_summary(self, owner: Owner, text: str, sources: list[str]) -> None:
         if not text.strip():
             return
         with self.store.session() as db:
-            old = db.scalar(_live(*owner).where(Memory.kind == "summary"))
+            old = db.scalar(rows.live(*owner).where(Memory.kind == "summary"))
             new = Memory(
                 user_id=owner[0],
                 character_id=owner[1],
@@ -251,7 +250,7 @@ class MemoryService:
         with self._lock:
             index = self._index(owner, db)
             index.embed([item])
-            db.add(_row(owner, item, **extra))
+            db.add(rows.to_row(owner, item, **extra))
             db.flush()
             index.add([item])
 
@@ -281,14 +280,14 @@ class MemoryService:
         owner = (user_id, character_id)
         item = MemoryItem(
             id=new_id(),
-            kind=_kind(old.kind),
+            kind=rows.kind(old.kind),
             text=text,
             source_ids=tuple(old.source_ids),
-            created_at=_now(),
+            created_at=utcnow(),
             about=tuple(old.about),
         )
         if old.kind == "summary":
-            db.add(_row(owner, item, key=old.key))
+            db.add(rows.to_row(owner, item, key=old.key))
             db.flush()
             old.superseded_by = item.id
         else:
@@ -327,8 +326,8 @@ class MemoryService:
         if db is None:
             with self.store.reader() as own:
                 return self._index(owner, own)
-        rows = db.scalars(_live(*owner).where(Memory.kind != "summary")).all()
-        items = [_item(r) for r in rows]
+        found = db.scalars(rows.live(*owner).where(Memory.kind != "summary")).all()
+        items = [rows.to_item(r) for r in found]
         index = HybridIndex(self.embedder)
         index.embed([i for i in items if i.embedding is None])
         index.add(items)
@@ -338,78 +337,9 @@ class MemoryService:
         return index
 
 
-def _live(user_id: str, character_id: int) -> Select[Memory]:
-    return (
-        select(Memory)
-        .where(Memory.user_id == user_id, Memory.character_id == character_id)
-        .where(Memory.superseded_by.is_(None))
-        .order_by(Memory.created_at.desc())
-    )
-
-
-def _edited_or_forgotten(db: Session, memory_id: str) -> bool:
-    """An episode the user replaced, or forgot after it was first stored."""
-    row = db.get(Memory, memory_id)
-    return row is not None and row.superseded_by is not None
-
-
 def _is_grounded(fact: Fact, user_text: str) -> bool:
     """Keep a fact only if the user's message states its value: small models otherwise
     copy the prompt's examples or invent facts, and a wrong memory is worse than none."""
     words = re.findall(r"[^\W_]+", fact.value.lower())
     said = set(re.findall(r"[^\W_]+", user_text.lower()))
     return bool(words) and all(w in said for w in words)
-
-
-def _turn(message: Message, character_name: str) -> Turn:
-    speaker = USER_NAME if message.role == "user" else character_name
-    return Turn(message.id, speaker, message.content, message.created_at, message.session_id)
-
-
-def _row(owner: Owner, item: MemoryItem, **extra: Any) -> Memory:
-    vector = item.embedding.astype(np.float32).tobytes() if item.embedding is not None else None
-    return Memory(
-        id=item.id,
-        user_id=owner[0],
-        character_id=owner[1],
-        kind=item.kind,
-        text=item.text,
-        source_ids=list(item.source_ids),
-        context=list(item.context),
-        about=list(item.about),
-        embedding=vector,
-        created_at=item.created_at,
-        **extra,
-    )
-
-
-def _item(row: Memory) -> MemoryItem:
-    vector = np.frombuffer(row.embedding, dtype=np.float32) if row.embedding else None
-    return MemoryItem(
-        id=row.id,
-        kind=_kind(row.kind),
-        text=row.text,
-        source_ids=tuple(row.source_ids),
-        created_at=row.created_at,
-        context=tuple(row.context),
-        about=tuple(row.about),
-        embedding=vector,
-    )
-
-
-def _kind(kind: str) -> MemoryKind:
-    assert kind in ("episode", "fact", "summary"), kind
-    return kind  # type: ignore[return-value]
-
-
-def _fact_fields(fact: Fact) -> dict[str, str]:
-    return {
-        "subject": fact.subject,
-        "attribute": fact.attribute,
-        "value": fact.value,
-        "text": fact.text,
-    }
-
-
-def _now() -> datetime:
-    return utcnow()

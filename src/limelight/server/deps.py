@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from limelight.chat import ChatService
 from limelight.engine.async_engine import AsyncEngine
+from limelight.memory.embedder import Embedder
+from limelight.memory.service import MemoryService
 from limelight.server import auth
 from limelight.server.errors import APIError
 from limelight.server.settings import Settings
@@ -30,8 +32,8 @@ class Services:
     engine: AsyncEngine
     model_name: str
     chat: ChatService
-    memory: Any  # limelight.memory.MemoryService, or None when memory is off
-    embedder: Any  # limelight.memory.Embedder, or None when memory is off
+    memory: MemoryService | None  # None when memory is off
+    embedder: Embedder | None
 
 
 def services(request: Request) -> Services:

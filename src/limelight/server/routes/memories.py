@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from limelight.memory.service import MemoryService
 from limelight.server.deps import CallerDep, DatabaseDep, ServicesDep
 from limelight.server.errors import APIError
 from limelight.server.routes.characters import read_row
@@ -61,7 +62,7 @@ def delete_memory(
     return Response(status_code=204)
 
 
-def _memory(svc: ServicesDep):  # type: ignore[no-untyped-def]
+def _memory(svc: ServicesDep) -> MemoryService:
     if svc.memory is None:
         raise APIError(404, "memory is off on this server (LIMELIGHT_MEMORY=false)")
     return svc.memory

@@ -151,10 +151,9 @@ def branch_session(
 def session_public(db: Session, chat: ChatSession, with_messages: bool = True) -> api.SessionPublic:
     character = db.get(Character, chat.character_id)
     assert character is not None
-    messages = tree.path(db, chat) if with_messages else []
+    branch = tree.path_with_swipes(db, chat) if with_messages else []
     public = []
-    for message in messages:
-        group = [m.id for m in tree.siblings(db, chat, message)]
+    for message, index, count in branch:
         public.append(
             api.MessagePublic(
                 id=message.id,
@@ -162,8 +161,8 @@ def session_public(db: Session, chat: ChatSession, with_messages: bool = True) -
                 role=message.role,
                 content=message.content,
                 created_at=message.created_at,
-                swipe_index=group.index(message.id),
-                swipe_count=len(group),
+                swipe_index=index,
+                swipe_count=count,
                 prompt_tokens=message.prompt_tokens,
                 cached_tokens=message.cached_tokens,
                 completion_tokens=message.completion_tokens,
