@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine (see README.md):
 #   make serve   – install, then run the server (API + web app) on the embedded default model
-#   make test    – install, then run ruff, mypy and the whole test suite
+#   make test    – install (Chromium and PostgreSQL too, for their tests), then run ruff,
+#                  mypy and the whole test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint
+.PHONY: install serve test lint test-deps
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,5 +29,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-test: lint
+test-deps:
+	./scripts/test-deps.sh
+
+test: lint test-deps
 	$(BIN)/python -m pytest

@@ -18,7 +18,8 @@ ALLOWED = {
     "characters": {"engine", "store"},
     "memory": {"engine", "store"},
     "chat": {"engine", "store", "characters"},
-    "server": {"engine", "store", "characters", "chat", "memory"},
+    "voice": set(),
+    "server": {"engine", "store", "characters", "chat", "memory", "voice"},
 }
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from limelight.engine.errors import LimelightError
 
-BENCHMARKS = ["engine", "memory"]
+BENCHMARKS = ["engine", "memory", "e2e"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the packaged models and where they come from")
 
     bench = commands.add_parser("bench", help="run a benchmark of the repository's bench/ folder")
-    bench.add_argument("benchmark", choices=BENCHMARKS, help="engine: vs llama.cpp; memory: LoCoMo")
+    bench.add_argument(
+        "benchmark",
+        choices=BENCHMARKS,
+        help="engine: vs llama.cpp; memory: LoCoMo; e2e: latency vs an assembled stack",
+    )
     bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
     return parser
 

@@ -1,8 +1,8 @@
 """`create_app`: the FastAPI application, its services and its routes.
 
 At start-up the app opens the store (migrating it), installs the built-in characters the
-first time, loads the model into an `AsyncEngine` and starts the memory worker; at
-shutdown it stops them in reverse.  `limelight serve` runs it under uvicorn.
+first time, loads the model into an `AsyncEngine`, loads the default voice and starts the
+memory worker; at shutdown it stops them in reverse.  `limelight serve` runs it under uvicorn.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from limelight.engine.async_engine import AsyncEngine
 from limelight.server import auth, errors
 from limelight.server.deps import Services
 from limelight.server.limits import BodyLimit
-from limelight.server.routes import characters, memories, openai, sessions, stats
+from limelight.server.routes import audio, characters, memories, openai, sessions, stats, voices
 from limelight.server.settings import Settings
+from limelight.server.speech import VoiceWorker
 from limelight.store import Store
 
 STATIC = Path(__file__).parent / "static"  # the web app: plain HTML, CSS and JS
@@ -49,6 +50,10 @@ def build_services(settings: Settings) -> Services:
         memory = MemoryService(
             store, engine, settings.embedder, settings.memory_facts, settings.memory_summaries
         )
+    voice = None
+    if settings.voice:
+        voice = VoiceWorker(settings.tts_threads, settings.stt_threads)
+        voice.warm_up()
     return Services(
         settings=settings,
         store=store,
@@ -57,6 +62,7 @@ def build_services(settings: Settings) -> Services:
         chat=ChatService(store, engine, memory),
         memory=memory,
         embedder=memory.embedder if memory is not None else None,
+        voice=voice,
     )
 
 
@@ -74,12 +80,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if svc.memory is not None:
                 await svc.memory.stop()
+            if svc.voice is not None:
+                svc.voice.shutdown()
             svc.engine.shutdown()
             svc.store.close()
 
     app = FastAPI(title="limelight", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-    for module in (openai, characters, sessions, memories, stats):
+    for module in (openai, audio, characters, sessions, memories, voices, stats):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

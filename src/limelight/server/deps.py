@@ -20,6 +20,7 @@ from limelight.memory.service import MemoryService
 from limelight.server import auth
 from limelight.server.errors import APIError
 from limelight.server.settings import Settings
+from limelight.server.speech import VoiceWorker
 from limelight.store import Store
 
 LOCAL_USER = "local"  # who a request acts for when no keys are configured and none is named
@@ -34,6 +35,7 @@ class Services:
     chat: ChatService
     memory: MemoryService | None  # None when memory is off
     embedder: Embedder | None
+    voice: VoiceWorker | None  # None when voice is off
 
 
 def services(request: Request) -> Services:

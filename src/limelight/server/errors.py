@@ -19,6 +19,7 @@ from limelight.chat import ChatError, PromptTooLong
 from limelight.chat.tree import ChatInputError
 from limelight.engine.errors import LimelightError, RequestError
 from limelight.memory.service import MemoryLookupError
+from limelight.voice import VoiceError
 
 log = logging.getLogger("limelight.server")
 
@@ -79,6 +80,7 @@ def install(app: FastAPI) -> None:
         (ChatInputError, 400),  # a ChatError too: handlers go by the MRO, so this one wins
         (ChatError, 404),
         (MemoryLookupError, 404),
+        (VoiceError, 400),  # unknown voice, empty text, audio that cannot be decoded
         (LimelightError, 400),  # every other error limelight raises on purpose names it
     )
     for kind, status in statuses:

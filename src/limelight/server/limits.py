@@ -1,12 +1,13 @@
 """Request size limits, enforced before a body is parsed (ASGI middleware).
 
 A body over the limit is answered 413 with OpenAI's error body, whether it announces its
-length or streams it; uploads (`/api/characters/import`) get the larger upload limit.
+length or streams it; uploads (character files, recordings) get the larger upload limit.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -14,7 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from limelight.server.errors import error_body
 
-UPLOAD_PATHS = ("/api/characters/import", "/v1/audio/transcriptions")
+UPLOAD_PATHS = re.compile(
+    r"/api/characters/import|/v1/audio/transcriptions|/api/sessions/[^/]+/voice"
+)
 
 
 class BodyTooLarge(HTTPException):
@@ -39,7 +42,7 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.max_upload if scope["path"] in UPLOAD_PATHS else self.max_body
+        limit = self.max_upload if UPLOAD_PATHS.fullmatch(scope["path"]) else self.max_body
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await _reject(send, limit)

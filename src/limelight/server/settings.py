@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     memory_facts: bool = True  # extract facts with the model (kept only when grounded)
     memory_summaries: bool = False  # rolling summaries: worth it with a model above ~1B
     embedder: str | None = None  # default: the memory package's packaged embedder
+    voice: bool = True  # speech out (Piper, espeak-ng) and in (Whisper tiny.en)
+    tts_threads: int = Field(default=1, ge=1, le=64)  # per synthesis; the engine needs cores
+    stt_threads: int = Field(default=2, ge=1, le=64)
 
     @property
     def engine_options(self) -> dict[str, object]:

@@ -7,7 +7,7 @@ Export gives the card back as `format=png|json|charx`, unknown fields and all.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Response, UploadFile
 from sqlalchemy import select
@@ -18,6 +18,7 @@ from limelight.server.deps import CallerDep, DatabaseDep, ServicesDep
 from limelight.server.errors import APIError
 from limelight.server.schemas import api
 from limelight.store import Character
+from limelight.voice import VoiceProfile
 
 router = APIRouter(prefix="/api/characters", tags=["characters"])
 MEDIA = {"png": "image/png", "json": "application/json", "charx": "application/zip"}
@@ -38,16 +39,17 @@ def read_character(slug: str, db: DatabaseDep, _: CallerDep) -> api.CharacterPub
 def create_character(
     body: api.CharacterCreate, db: DatabaseDep, _: CallerDep
 ) -> api.CharacterPublic:
-    row = library.create_from_fields(db, body.model_dump())
-    return public(row)
+    fields = with_voice(body.model_dump(), {})
+    return public(library.create_from_fields(db, fields))
 
 
 @router.patch("/{slug}")
 def update_character(
     slug: str, body: api.CharacterUpdate, db: DatabaseDep, _: CallerDep
 ) -> api.CharacterPublic:
-    row = library.update_fields(db, read_row(db, slug), body.model_dump(exclude_unset=True))
-    return public(row)
+    row = read_row(db, slug)
+    fields = with_voice(body.model_dump(exclude_unset=True), row.card.get("data", {}))
+    return public(library.update_fields(db, row, fields))
 
 
 @router.delete("/{slug}", status_code=204)
@@ -84,6 +86,18 @@ def read_avatar(slug: str, svc: ServicesDep) -> Response:
     if avatar is None:
         raise APIError(404, f"character {slug!r} has no avatar")
     return Response(avatar, media_type="image/png", headers={"cache-control": "max-age=60"})
+
+
+def with_voice(fields: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """The fields with a given `voice` checked and moved to `extensions.limelight.voice`,
+    where cards carry it (so it travels with an exported card)."""
+    voice = fields.pop("voice", None)
+    if voice is None:
+        return fields
+    profile = VoiceProfile.from_dict(voice)  # a VoiceError (400) names what is wrong
+    extensions = dict(fields.get("extensions", current.get("extensions", {})))
+    extensions["limelight"] = {**extensions.get("limelight", {}), "voice": profile.to_dict()}
+    return {**fields, "extensions": extensions}
 
 
 def read_row(db: Session, slug: str) -> Character:

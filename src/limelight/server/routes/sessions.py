@@ -2,26 +2,31 @@
 
 Sending a message and regenerating a reply stream Server-Sent Events (`delta` events with
 new text, then one `done` event with the stored message and its usage) unless the body
-says `"stream": false`.
+says `"stream": false`.  With `"speak": true` the stream also carries an `audio` event per
+sentence in the character's voice (`{"index", "text", "format", "audio": base64}`), sent as
+soon as the sentence is synthesised, all before `done`.  `POST /{id}/voice` takes a
+recording instead of text: a `transcript` event first, then the same stream.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict, replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from limelight.chat import REPLY_DEFAULTS, Delta, Done, ReplyEvent, tree
 from limelight.engine.types import SamplingParams
-from limelight.server.deps import CallerDep, DatabaseDep, ServicesDep
-from limelight.server.errors import error_body
+from limelight.server.deps import CallerDep, DatabaseDep, Services, ServicesDep
+from limelight.server.errors import APIError, error_body
 from limelight.server.schemas import api
+from limelight.server.speech import STREAM_FORMAT, Spoken, SpokenEvent, character_voice, speak
 from limelight.store import Character, ChatSession
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
@@ -88,9 +93,33 @@ async def create_message(
     caller: CallerDep,
     user: str | None = None,
 ) -> Response:
+    user_id = caller.user(user)
     params = _params(body.max_tokens, body.temperature)
-    events = svc.chat.send(caller.user(user), session_id, body.content, params)
-    return await _reply(events, body.stream)
+    events = svc.chat.send(user_id, session_id, body.content, params)
+    return await _reply(_spoken(svc, user_id, session_id, events, body.speak), body.stream)
+
+
+@router.post("/{session_id}/voice", response_model=None)
+async def create_voice_message(
+    session_id: str,
+    file: Annotated[UploadFile, File()],
+    svc: ServicesDep,
+    caller: CallerDep,
+    speak: Annotated[bool, Form()] = True,
+    user: str | None = None,
+) -> Response:
+    """A spoken turn: the recording is transcribed, then answered like a typed message."""
+    user_id = caller.user(user)
+    with svc.store.reader() as db:
+        tree.read_session(db, session_id, user_id)  # 404 before any audio work
+    if svc.voice is None:
+        raise APIError(400, "voice is off on this server (LIMELIGHT_VOICE=false)")
+    transcript = await svc.voice.transcribe(await file.read())
+    if not transcript.text.strip():
+        raise APIError(400, "no speech was heard in the recording", "file")
+    events = svc.chat.send(user_id, session_id, transcript.text.strip(), _params(None, None))
+    heard = f"event: transcript\ndata: {json.dumps({'text': transcript.text.strip()})}\n\n"
+    return await _reply(_spoken(svc, user_id, session_id, events, speak), True, heard)
 
 
 @router.post("/{session_id}/messages/{message_id}/regenerate", response_model=None)
@@ -102,9 +131,10 @@ async def regenerate_message(
     caller: CallerDep,
     user: str | None = None,
 ) -> Response:
+    user_id = caller.user(user)
     params = _params(body.max_tokens, body.temperature)
-    events = svc.chat.regenerate(caller.user(user), session_id, message_id, params)
-    return await _reply(events, body.stream)
+    events = svc.chat.regenerate(user_id, session_id, message_id, params)
+    return await _reply(_spoken(svc, user_id, session_id, events, body.speak), body.stream)
 
 
 @router.post("/{session_id}/messages/{message_id}/swipe")
@@ -184,17 +214,41 @@ def _params(max_tokens: int | None, temperature: float | None) -> SamplingParams
     return replace(REPLY_DEFAULTS, **{k: v for k, v in given.items() if v is not None})
 
 
-async def _reply(events: AsyncIterator[ReplyEvent], stream: bool) -> Response:
+def _spoken(
+    svc: Services,
+    user_id: str,
+    session_id: str,
+    events: AsyncIterator[ReplyEvent],
+    is_spoken: bool,
+) -> AsyncIterator[SpokenEvent]:
+    if not is_spoken:
+        return events
+    if svc.voice is None:
+        raise APIError(400, "voice is off on this server (LIMELIGHT_VOICE=false)", "speak")
+    with svc.store.reader() as db:
+        chat = tree.read_session(db, session_id, user_id)
+        character = db.get(Character, chat.character_id)
+        assert character is not None
+        profile = character_voice(character.card)
+    return speak(events, svc.voice, profile)
+
+
+async def _reply(events: AsyncIterator[SpokenEvent], stream: bool, preamble: str = "") -> Response:
     first = await anext(events)  # a missing session or empty message is a 4xx, not a stream
     if not stream:
-        done = first if isinstance(first, Done) else [e async for e in events][-1]
+        rest = [first] + [e async for e in events]
+        done = rest[-1]
         assert isinstance(done, Done)
-        return JSONResponse(_done(done))
-    return StreamingResponse(_sse(first, events), media_type="text/event-stream")
+        body = _done(done)
+        spoken = [_audio(e) for e in rest if isinstance(e, Spoken)]
+        return JSONResponse({**body, "audio": spoken} if spoken else body)
+    return StreamingResponse(_sse(preamble, first, events), media_type="text/event-stream")
 
 
-async def _sse(first: ReplyEvent, rest: AsyncIterator[ReplyEvent]) -> AsyncIterator[str]:
-    yield _event(first)
+async def _sse(
+    preamble: str, first: SpokenEvent, rest: AsyncIterator[SpokenEvent]
+) -> AsyncIterator[str]:
+    yield preamble + _event(first)
     try:
         async for event in rest:
             yield _event(event)
@@ -202,10 +256,17 @@ async def _sse(first: ReplyEvent, rest: AsyncIterator[ReplyEvent]) -> AsyncItera
         yield f"event: error\ndata: {json.dumps(error_body(500, f'the reply failed: {err}'))}\n\n"
 
 
-def _event(event: ReplyEvent) -> str:
+def _event(event: SpokenEvent) -> str:
     if isinstance(event, Delta):
         return f"event: delta\ndata: {json.dumps({'text': event.text})}\n\n"
+    if isinstance(event, Spoken):
+        return f"event: audio\ndata: {json.dumps(_audio(event))}\n\n"
     return f"event: done\ndata: {json.dumps(_done(event))}\n\n"
+
+
+def _audio(event: Spoken) -> dict[str, object]:
+    audio = base64.b64encode(event.audio).decode()
+    return {"index": event.index, "text": event.text, "format": STREAM_FORMAT, "audio": audio}
 
 
 def _done(event: Done) -> dict[str, object]:

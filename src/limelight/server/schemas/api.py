@@ -34,6 +34,8 @@ class CharacterFields(Strict):
     creator: str = Field(default="", max_length=200)
     character_version: str = Field(default="", max_length=100)
     extensions: dict[str, Any] = Field(default_factory=dict)
+    # {backend, voice, rate, pitch, variability}: kept in extensions.limelight.voice
+    voice: dict[str, Any] | None = None
 
 
 class CharacterCreate(CharacterFields):
@@ -57,6 +59,7 @@ class CharacterUpdate(Strict):
     creator: str | None = None
     character_version: str | None = None
     extensions: dict[str, Any] | None = None
+    voice: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> CharacterUpdate:
@@ -112,6 +115,7 @@ class SessionPublic(BaseModel):
 class MessageCreate(Strict):
     content: str = Field(min_length=1, max_length=32_000)
     stream: bool = True
+    speak: bool = False  # add the reply's speech, sentence by sentence
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
     temperature: float | None = Field(default=None, ge=0, le=2)
 
@@ -125,6 +129,7 @@ class MessageCreate(Strict):
 
 class Regenerate(Strict):
     stream: bool = True
+    speak: bool = False
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
     temperature: float | None = Field(default=None, ge=0, le=2)
 
@@ -135,6 +140,17 @@ class MessageUpdate(Strict):
 
 class Swipe(Strict):
     step: int = Field(default=1, ge=-100, le=100)
+
+
+class VoicePublic(BaseModel):
+    backend: str
+    voice: str
+    label: str
+
+
+class VoicePreview(Strict):
+    text: str = Field(default="Hello! This is how I sound.", min_length=1, max_length=1000)
+    voice: dict[str, Any]  # a voice profile, as on a character
 
 
 class MemoryPublic(BaseModel):

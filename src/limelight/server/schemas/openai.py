@@ -91,6 +91,23 @@ class EmbeddingRequest(BaseModel):
         return [self.input] if isinstance(self.input, str) else self.input
 
 
+class SpeechRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # e.g. `instructions`, which no voice here reads
+
+    model: str
+    input: str = Field(min_length=1, max_length=4096)  # OpenAI's own limit
+    voice: str = Field(min_length=1, max_length=200)  # a character's slug or a voice name
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+
+    @field_validator("input")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the text to speak is empty")
+        return value
+
+
 class UsageDetails(BaseModel):
     cached_tokens: int = 0
 

@@ -1,152 +1,87 @@
-// limelight's web app: the character gallery, a chat whose tokens stream in as they are
-// sampled, swipes and regenerate, and the memory panel.  Plain JS on the /api endpoints;
-// no build step, nothing fetched from elsewhere.
-"use strict";
+// limelight's web app, the entry module: which view is on screen (gallery, chat, character
+// form), the user name box, and the wiring of the other modules.  Plain ES modules on the
+// /api endpoints: no build step, nothing fetched from elsewhere.
+//
+//   ui.js       DOM helpers, banners, settings        api.js      requests, SSE parsing
+//   gallery.js  characters, import, export links      chat.js     sessions and messages
+//   speech.js   spoken replies (audio queue)          memories.js the memory panel
+//   editor.js   character form and voice              mic.js      push-to-talk, call mode
 
-const $ = (id) => document.getElementById(id);
-const state = { character: null, session: null };
-const user = () => encodeURIComponent($("user").value.trim() || "local");
+import { openCharacter, chat, setupChat, showSpeaker } from "./chat.js";
+import { hasVoices, openEditor, setupEditor } from "./editor.js";
+import { exportLinks, setupGallery, showGallery } from "./gallery.js";
+import { setupMemories } from "./memories.js";
+import { endCall, setupMic } from "./mic.js";
+import { stopSpeaking } from "./speech.js";
+import { $, guard, nav, settings } from "./ui.js";
 
-async function api(path, options = {}) {
-  const sep = path.includes("?") ? "&" : "?";
-  const response = await fetch(`${path}${sep}user=${user()}`, {
-    headers: { "content-type": "application/json" }, ...options,
+const VIEWS = ["gallery", "chat", "editor"];
+let previous = "gallery";
+
+function show(view) {
+  const current = VIEWS.find((v) => !$(v).hidden);
+  if (current && current !== view && current !== "editor") previous = current;
+  for (const v of VIEWS) $(v).hidden = v !== view;
+  document.body.dataset.view = view;
+  if (view !== "chat") {
+    stopSpeaking();
+    endCall();
+  }
+  window.scrollTo(0, 0);
+}
+
+nav.gallery = async () => {
+  show("gallery");
+  await showGallery();
+};
+
+nav.chat = async (character) => {
+  show("chat");
+  $("export-links").replaceChildren(...exportLinks(character.slug));
+  $("chat-menu").open = false;
+  await openCharacter(character);
+};
+
+nav.editor = async (slug) => {
+  show("editor");
+  await openEditor(slug);
+};
+
+nav.back = async () => {
+  if (previous === "chat" && chat.character) return nav.chat(chat.character);
+  return nav.gallery();
+};
+
+function setupUser() {
+  const box = $("user");
+  box.value = settings.user;
+  box.addEventListener("change", guard(async () => {
+    settings.user = box.value.trim() || "local";
+    box.value = settings.user;
+    if (!$("chat").hidden && chat.character) await nav.chat(chat.character);
+  }));
+}
+
+async function start() {
+  setupUser();
+  setupGallery();
+  setupChat();
+  setupMemories();
+  setupEditor();
+  setupMic();
+  $("home").onclick = guard(async (e) => {
+    e.preventDefault();
+    await nav.gallery();
   });
-  if (!response.ok) {
-    const body = await response.json().catch(() => ({}));
-    throw new Error(body.error ? body.error.message : response.statusText);
+  $("back").onclick = guard(() => nav.gallery());
+  $("edit-character").onclick = guard(() => nav.editor(chat.character.slug));
+  for (const close of document.querySelectorAll(".drawer .close")) {
+    close.onclick = () => (close.closest(".drawer").hidden = true);
   }
-  return response.status === 204 ? null : response;
+  await nav.gallery();
+  chat.canSpeak = await hasVoices();
+  showSpeaker();
+  document.body.dataset.ready = "true";
 }
 
-async function showGallery() {
-  $("chat").hidden = true;
-  $("gallery").hidden = false;
-  const characters = await (await api("/api/characters")).json();
-  $("gallery").replaceChildren(...characters.map((c) => {
-    const card = document.createElement("article");
-    card.className = "card";
-    card.innerHTML = `<img alt=""><h3></h3><p></p>`;
-    card.querySelector("img").src = c.avatar_url;
-    card.querySelector("h3").textContent = c.name;
-    card.querySelector("p").textContent = c.description.slice(0, 110);
-    card.onclick = () => openCharacter(c);
-    return card;
-  }));
-}
-
-async function openCharacter(character) {
-  state.character = character;
-  $("gallery").hidden = true;
-  $("chat").hidden = false;
-  $("chat-avatar").src = character.avatar_url;
-  $("chat-name").textContent = character.name;
-  $("memories").hidden = true;
-  const sessions = await (await api(`/api/sessions?character=${character.slug}`)).json();
-  const latest = sessions.find((s) => s.title !== "API");
-  if (latest) await loadSession(latest.id); else await newSession();
-}
-
-async function newSession() {
-  const body = JSON.stringify({ character: state.character.slug });
-  render(await (await api("/api/sessions", { method: "POST", body })).json());
-}
-
-async function loadSession(id) {
-  render(await (await api(`/api/sessions/${id}`)).json());
-}
-
-function render(session) {
-  state.session = session;
-  $("messages").replaceChildren(...session.messages.map(messageItem));
-  window.scrollTo(0, document.body.scrollHeight);
-}
-
-function messageItem(m) {
-  const li = document.createElement("li");
-  li.className = m.role;
-  li.textContent = m.content;
-  if (m.role === "assistant") {
-    const bar = document.createElement("div");
-    bar.className = "swipes";
-    bar.innerHTML = `<button data-step="-1">‹</button> ${m.swipe_index + 1}/${m.swipe_count}
-      <button data-step="1">›</button> <button data-regen>↻</button>`;
-    bar.querySelectorAll("[data-step]").forEach((b) => (b.onclick = () => swipe(m, +b.dataset.step)));
-    bar.querySelector("[data-regen]").onclick = () => regenerate(m);
-    li.append(bar);
-  }
-  return li;
-}
-
-async function swipe(message, step) {
-  const path = `/api/sessions/${state.session.id}/messages/${message.id}/swipe`;
-  render(await (await api(path, { method: "POST", body: JSON.stringify({ step }) })).json());
-}
-
-async function regenerate(message) {
-  const path = `/api/sessions/${state.session.id}/messages/${message.id}/regenerate`;
-  await streamReply(path, {}, null);
-}
-
-async function send(event) {
-  event.preventDefault();
-  const content = $("input").value.trim();
-  if (!content) return;
-  $("input").value = "";
-  const mine = document.createElement("li");
-  mine.className = "user";
-  mine.textContent = content;
-  $("messages").append(mine);
-  await streamReply(`/api/sessions/${state.session.id}/messages`, { content }, mine);
-}
-
-// POST, then read Server-Sent Events: `delta` events grow the reply, `done` ends it.
-async function streamReply(path, body, after) {
-  const reply = document.createElement("li");
-  reply.className = "assistant streaming";
-  $("messages").append(reply);
-  const response = await api(path, { method: "POST", body: JSON.stringify({ ...body, stream: true }) });
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += value;
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      const kind = (block.match(/^event: (.*)$/m) || [])[1];
-      const data = JSON.parse((block.match(/^data: (.*)$/m) || [, "{}"])[1]);
-      if (kind === "delta") reply.textContent += data.text;
-      window.scrollTo(0, document.body.scrollHeight);
-    }
-  }
-  await loadSession(state.session.id);
-}
-
-async function showMemories() {
-  const panel = $("memories");
-  panel.hidden = !panel.hidden;
-  if (panel.hidden) return;
-  panel.querySelector(".who").textContent = state.character.name;
-  const rows = await (await api(`/api/characters/${state.character.slug}/memories`)).json();
-  $("memory-list").replaceChildren(...rows.map((m) => {
-    const li = document.createElement("li");
-    li.textContent = `${m.kind}: ${m.text}`;
-    const forget = document.createElement("button");
-    forget.textContent = "forget";
-    forget.onclick = async () => {
-      await api(`/api/characters/${state.character.slug}/memories/${m.id}`, { method: "DELETE" });
-      li.remove();
-    };
-    li.append(forget);
-    return li;
-  }));
-}
-
-$("home").onclick = (e) => { e.preventDefault(); showGallery(); };
-$("composer").onsubmit = send;
-$("new-session").onclick = newSession;
-$("show-memories").onclick = showMemories;
-showGallery().catch((err) => alert(err.message));
+guard(start)();

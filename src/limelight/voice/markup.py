@@ -1,0 +1,51 @@
+"""What of a chat reply is read aloud: roleplay actions and markdown are not.
+
+`speakable(text)` drops actions between single asterisks (`*smiles*`), fenced code and
+emoji, keeps the words of emphasis, links and list items without their symbols, and
+squeezes whitespace.  `is_inside_markup(text)` says whether `text` ends inside an action
+or a code fence, where a streaming splitter must not cut.  Regular expressions over plain
+strings: no markdown parser, because the input is a chat reply, not a document, and an
+unclosed asterisk must be handled the same way while streaming and at the end.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# An action: `*` opening (not after a word character, not before a space) up to a `*`
+# closing (not after a space, not before a word character); "5 * 3" and "f*ck" are none.
+_ACTION = re.compile(r"(?<![\w*])\*(?=[^\s*])(.*?)(?<=[^\s*])\*(?![\w*])", re.DOTALL)
+_ACTION_OPEN = re.compile(r"(?<![\w*])\*(?=[^\s*]).*", re.DOTALL)  # unclosed: to the end
+_FENCE = re.compile(r"```.*?(```|$)", re.DOTALL)  # a code block, closed or not
+_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_LINE_MARKERS = re.compile(r"^[ \t]*(?:#{1,6}|>+|[-+*•]|\d{1,3}[.)])[ \t]+", re.MULTILINE)
+_RULE = re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*$", re.MULTILINE)  # --- or ***
+_SPACE_BEFORE_MARK = re.compile(r" ([,.!?;:])")  # left where something was removed
+_SYMBOLS = re.compile(r"\*|~~|`|(?<!\w)_+|_+(?!\w)")  # what is left of the markup
+
+
+def speakable(text: str) -> str:
+    """The words of `text` that should be spoken, on one line ("" if none)."""
+    text = _FENCE.sub(" ", text)
+    text = _RULE.sub(" ", text)
+    text = _LINE_MARKERS.sub("", text)
+    text = _IMAGE.sub(" ", text)
+    text = _LINK.sub(r"\1", text)
+    text = text.replace("**", "").replace("__", "")  # bold: keep the words
+    text = _ACTION.sub(" ", text)
+    text = _ACTION_OPEN.sub(" ", text)
+    text = _SYMBOLS.sub("", text)
+    text = "".join(" " if unicodedata.category(char) == "So" else char for char in text)
+    text = _SPACE_BEFORE_MARK.sub(r"\1", " ".join(text.split()))
+    return text if any(char.isalnum() for char in text) else ""
+
+
+def is_inside_markup(text: str) -> bool:
+    """Whether `text` ends inside an action or a code fence (more of it is still to come)."""
+    if text.count("```") % 2:
+        return True
+    text = _RULE.sub(" ", _LINE_MARKERS.sub("", _FENCE.sub(" ", text)))
+    text = _ACTION.sub(" ", text.replace("**", ""))
+    return _ACTION_OPEN.search(text) is not None
