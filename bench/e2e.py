@@ -166,6 +166,11 @@ def summarize(results: Sequence[TurnResult]) -> dict[str, Any]:
     ttft = [r.ttft_ms for r in results if r.ttft_ms is not None]
     audio = [r.first_audio_ms for r in results if r.first_audio_ms is not None]
     retrieval = [r.retrieval_ms for r in results if r.retrieval_ms is not None]
+    speech = [
+        (r.speech_text_ms, r.first_audio_ms)  # when its text was in, when its audio came
+        for r in results
+        if r.speech_text_ms is not None and r.first_audio_ms is not None
+    ]
     cached = [r.cached_tokens for r in results if r.cached_tokens is not None]
     prompts = [r.prompt_tokens for r in results if r.prompt_tokens is not None]
     return {
@@ -176,6 +181,8 @@ def summarize(results: Sequence[TurnResult]) -> dict[str, Any]:
         "reply_p50_ms": percentile([r.reply_ms for r in results], 50),
         "total_p50_ms": percentile([r.total_ms for r in results], 50),
         "retrieval_p50_ms": percentile(retrieval, 50),
+        "speech_text_p50_ms": percentile([text for text, _ in speech], 50),
+        "speech_wait_p50_ms": percentile([audio - text for text, audio in speech], 50),
         "num_turns": len(results),
         "num_without_text": len(results) - len(ttft),
         "num_without_audio": len(results) - len(audio),
@@ -261,18 +268,20 @@ def print_report(report: dict[str, Any]) -> None:
 def _print_details(report: dict[str, Any]) -> None:
     s, ours, peer = report["settings"], report["limelight"], report["assembled"]
     print(
-        f"limelight: whole reply p50 {_ms(ours['reply_p50_ms'])}, "
+        f"limelight: the first spoken piece's text was in at p50 "
+        f"{_ms(ours['speech_text_p50_ms'])}, its audio {_ms(ours['speech_wait_p50_ms'])} later "
+        f"(p50); whole reply p50 {_ms(ours['reply_p50_ms'])}, "
         f"{ours['mean_completion_tokens']:.0f} tokens on average; prompt "
         f"{ours['mean_prompt_tokens'] or 0:.0f} tokens, {ours['mean_cached_tokens'] or 0:.0f} "
-        "from the prefix cache"
+        f"from the prefix cache (server-wide hit rate {s['prefix_cache_hit_rate']:.0%})"
     )
     if peer is None:
         print(f"assembled stack not measured: {report['assembled_skipped']}")
     else:
         print(
-            f"assembled: retrieval p50 {_ms(peer['retrieval_p50_ms'])}, whole reply p50 "
-            f"{_ms(peer['reply_p50_ms'])} ({peer['mean_completion_tokens']:.0f} tokens on "
-            "average), then speech of the whole reply"
+            f"assembled: retrieval p50 {_ms(peer['retrieval_p50_ms'])}; whole reply p50 "
+            f"{_ms(peer['speech_text_p50_ms'])} ({peer['mean_completion_tokens']:.0f} tokens on "
+            f"average); its audio {_ms(peer['speech_wait_p50_ms'])} later (p50)"
         )
     print(
         f"machine: {os.cpu_count()} cores, 1-minute load average {s['load_average_before']:.2f} "

@@ -111,6 +111,7 @@ class AssembledStack:
             completion_tokens=num_tokens,
             reply_chars=len(reply.strip()),
             retrieval_ms=retrieval_ms,
+            speech_text_ms=reply_ms,
         )
 
     async def _search(self, client: httpx.AsyncClient, user: str, query: str) -> list[str]:

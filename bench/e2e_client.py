@@ -34,6 +34,9 @@ class TurnResult:
     prompt_tokens: int | None = None  # as the server counted them, where it says
     cached_tokens: int | None = None  # prompt tokens served from the prefix cache
     retrieval_ms: float | None = None  # the assembled stack's search call
+    # the text of the first audio was all at the client: limelight's first spoken piece,
+    # the assembled stack's whole reply; first audio minus this is the wait for speech
+    speech_text_ms: float | None = None
 
 
 class Stack(Protocol):

@@ -25,10 +25,12 @@ import httpx
 from bench.e2e_client import REQUEST_TIMEOUT_S, TurnResult, check_status, sse_events
 from bench.e2e_process import Service, ServiceError, free_port, python_module
 from bench.e2e_workload import CHARACTER, UserScript, Workload
+from limelight.voice import speakable
 
 MEMORY_TIMEOUT_S = 300.0
 WARMUP_USER = "warmup"
 WARMUP_MESSAGE = "Hello! What's good today?"
+WARMUP_MAX_TOKENS = 32  # the warm-up replies are not measured; the user's words make memories
 
 
 @contextmanager
@@ -51,21 +53,19 @@ class LimelightStack:
     ) -> TurnResult:
         url = f"{self.url}/api/sessions/{self.sessions[user.name]}/messages"
         body = {"content": message, "speak": True, "max_tokens": self.max_tokens}
-        ttft = first_audio = reply_ms = None
-        num_audio, text, usage = 0, "", {}
+        deltas: list[tuple[float, str]] = []  # (ms, text) as they came
+        first_audio: tuple[float, str] | None = None  # (ms, the piece spoken)
+        num_audio, usage, reply_ms = 0, {}, None
         start = time.perf_counter()
         async with client.stream("POST", url, params={"user": user.name}, json=body) as response:
             await check_status(response, "limelight")
             async for event, data in sse_events(response):
                 now = (time.perf_counter() - start) * 1e3
                 if event == "delta":
-                    piece = json.loads(data)["text"]
-                    text += piece
-                    if ttft is None and piece:
-                        ttft = now
+                    deltas.append((now, json.loads(data)["text"]))
                 elif event == "audio":
                     num_audio += 1
-                    first_audio = now if first_audio is None else first_audio
+                    first_audio = first_audio or (now, json.loads(data)["text"])
                 elif event == "done":
                     usage, reply_ms = json.loads(data)["usage"], now
                 elif event == "error":
@@ -74,16 +74,28 @@ class LimelightStack:
         return TurnResult(
             user=user.name,
             turn=turn,
-            ttft_ms=ttft,
-            first_audio_ms=first_audio,
+            ttft_ms=next((ms for ms, text in deltas if text), None),
+            first_audio_ms=first_audio[0] if first_audio else None,
             reply_ms=total_ms if reply_ms is None else reply_ms,
             total_ms=total_ms,
             num_audio=num_audio,
             completion_tokens=int(usage.get("completion_tokens", 0)),
-            reply_chars=len(text.strip()),
+            reply_chars=len("".join(text for _, text in deltas).strip()),
             prompt_tokens=usage.get("prompt_tokens"),
             cached_tokens=usage.get("cached_tokens"),
+            speech_text_ms=_piece_complete_ms(deltas, first_audio[1]) if first_audio else None,
         )
+
+
+def _piece_complete_ms(deltas: list[tuple[float, str]], piece: str) -> float | None:
+    """When the client had received all the words of the first spoken piece: the rest of
+    the time to first audio is the server's (a sentence end confirmed, synthesis, encoding)."""
+    num_words, text = len(piece.split()), ""
+    for ms, delta in deltas:
+        text += delta
+        if len(speakable(text).split()) >= num_words:
+            return ms
+    return None
 
 
 def prepare(service: Service, workload: Workload) -> tuple[LimelightStack, dict[str, Any]]:
@@ -126,7 +138,7 @@ async def _warmup_sessions(url: str, slug: str, workload: Workload) -> None:
             response = await client.post("/api/sessions", json=body)
             session = _checked(response, "create session")["id"]
             for message in user.warmup[: workload.num_warmup_turns]:
-                reply = {"content": message, "stream": False, "max_tokens": workload.max_tokens}
+                reply = {"content": message, "stream": False, "max_tokens": WARMUP_MAX_TOKENS}
                 response = await client.post(
                     f"/api/sessions/{session}/messages", params={"user": user.name}, json=reply
                 )

@@ -201,7 +201,7 @@ USERS: tuple[UserScript, ...] = (
 class Workload:
     num_users: int = 4
     num_turns: int = 4  # measured turns per user
-    num_warmup_turns: int = 4  # per user, in the earlier session that forms memories
+    num_warmup_turns: int = 3  # per user, in the earlier session that forms memories
     max_tokens: int = 64  # per reply, both stacks
     think_s: tuple[float, float] = (0.5, 1.5)  # pause before each turn, uniform
     seed: int = 0

@@ -47,6 +47,7 @@ def fake_turns(scale: float, num: int = 20) -> list[TurnResult]:
             num_audio=2,
             completion_tokens=30,
             reply_chars=100,
+            speech_text_ms=scale * (i + 1) + 1.0,
         )
         for i in range(num)
     ]
@@ -63,6 +64,7 @@ def test_percentiles_and_ratios_from_fake_turns() -> None:
     assert report["first_audio_p50_ms"] == pytest.approx(21.0)
     assert report["assembled_ttft_p50_ms"] == pytest.approx(42.0)
     assert all(r == pytest.approx(0.25) for r in report["ratios"].values())
+    assert report["limelight"]["speech_wait_p50_ms"] == pytest.approx(10.5 - 1.0)
     assert all(goal["met"] is True for goal in report["goals"])  # 10.5 ms ≤ 150, 0.25 ≤ 0.5
     assert len(report["turns"]["limelight"]) == 20
     json.dumps(report)  # all of it is JSON

@@ -61,8 +61,7 @@ def test_every_character_has_its_own_voice() -> None:
         for key in ("rate", "pitch", "variability"):
             assert isinstance(profile[key], float)
     settings = {(v["backend"], v["voice"], v["rate"], v["pitch"], v["variability"]) for v in voices}
-    assert len(settings) == len(voices)
-    assert len({v["voice"] for v in voices}) == len(voices)
+    assert len(settings) == len(voices)  # how different they sound: tests/voice
     assert {v["backend"] for v in voices} == {"piper", "espeak"}
 
 

@@ -197,6 +197,11 @@ def test_bad_speech_requests_are_answered_4xx(http: httpx.Client) -> None:
     bad = {"backend": "piper", "voice": "en_US-joe-medium", "pitch": 7}
     assert "pitch" in error(http.post("/api/voices/preview", json={"voice": bad}))
     assert "pitch" in error(http.post("/api/characters", json={"name": "X", "voice": bad}))
+    missing = {"backend": "piper", "voice": "en_GB-nobody-medium"}
+    assert "en_GB-nobody-medium" in error(
+        http.post("/api/characters", json={"name": "X", "voice": missing})
+    )
+    assert "/api/voices" in error(http.post("/api/voices/preview", json={"voice": missing}))
     assert "X" not in {c["name"] for c in http.get("/api/characters").json()}
 
 

@@ -15,7 +15,10 @@ from limelight.voice.markup import is_inside_markup
         ("Hello. *She leans in, whispering.* Come closer.", "Hello. Come closer."),
         ("Hello **world**, how _are_ you?", "Hello world, how are you?"),
         ("It's ~~not~~ fine, `really`.", "It's not fine, really."),
-        ("# Packing list\n- boots\n* rope\n1. water\n> quoted", "Packing list boots rope water quoted"),
+        (
+            "# Packing list\n- boots\n* rope\n1. water\n> quoted",
+            "Packing list boots rope water quoted",
+        ),
         ("See [the docs](https://example.com) now 😀!", "See the docs now!"),
         ("Run this:\n```python\nprint('hi')\n```\nDone.", "Run this: Done."),
         ("Then:\n```\nunfinished code", "Then:"),

@@ -17,7 +17,7 @@ def test_round_trip_through_a_dict() -> None:
 
 def test_none_and_defaults() -> None:
     assert VoiceProfile.from_dict(None) is DEFAULT_PROFILE
-    assert DEFAULT_PROFILE == VoiceProfile("piper", "en_US-joe-medium", 1.0, 1.0, 0.5)
+    assert VoiceProfile("piper", "en_US-joe-medium", 1.0, 1.0, 0.5) == DEFAULT_PROFILE
     assert VoiceProfile.from_dict({"backend": "piper", "voice": "x"}).rate == 1.0
 
 
@@ -47,7 +47,7 @@ def test_edges_of_the_ranges_are_allowed() -> None:
 
 
 def test_unknown_keys_and_wrong_types() -> None:
-    with pytest.raises(VoiceError, match="unknown voice profile key.*'speed'.*allowed: backend"):
+    with pytest.raises(VoiceError, match=r"unknown voice profile key.*'speed'.*allowed: backend"):
         VoiceProfile.from_dict({"backend": "piper", "voice": "v", "speed": 1.0})
     with pytest.raises(VoiceError, match="needs 'voice'"):
         VoiceProfile.from_dict({"backend": "piper"})

@@ -43,15 +43,24 @@ def test_a_full_stop_waits_for_the_next_word() -> None:
         ("I have e.g. apples. And i.e. pears.", ["I have e.g. apples.", "And i.e. pears."]),
         ("J. R. R. Tolkien wrote it. Read it.", ["J. R. R. Tolkien wrote it.", "Read it."]),
         ("It costs 3.50 now. The sum is 3,000.", ["It costs 3.50 now.", "The sum is 3,000."]),
-        ('"Really?" she asked. "Yes!" He nodded.', ['"Really?" she asked.', '"Yes!"', "He nodded."]),
+        (
+            '"Really?" she asked. "Yes!" He nodded.',
+            ['"Really?" she asked.', '"Yes!"', "He nodded."],
+        ),
         ('He said "stop." Then he left.', ['He said "stop."', "Then he left."]),
         ("Wait?! What?!", ["Wait?!", "What?!"]),
         ("Well... maybe not. Hmm... I see.", ["Well... maybe not.", "Hmm...", "I see."]),
         ("Wait… What was that?", ["Wait…", "What was that?"]),
         ("Meet me at 5 p.m. tomorrow. Bye.", ["Meet me at 5 p.m. tomorrow.", "Bye."]),
-        ("We sold apples, pears etc. Then we left.", ["We sold apples, pears etc.", "Then we left."]),
+        (
+            "We sold apples, pears etc. Then we left.",
+            ["We sold apples, pears etc.", "Then we left."],
+        ),
         ("No. 5 is mine.", None),
-        ("First line\nsecond line\n\nNew paragraph", ["First line", "second line", "New paragraph"]),
+        (
+            "First line\nsecond line\n\nNew paragraph",
+            ["First line", "second line", "New paragraph"],
+        ),
         ("Steps:\n1. Pack.\n2. Go.", ["Steps:", "Pack.", "Go."]),
         ("No punctuation at the end", None),
     ],
@@ -67,11 +76,22 @@ def test_the_first_piece_may_end_at_a_clause_once_it_has_enough_words() -> None:
         "and I think we should go.",
         "Yes, we should.",  # later pieces are whole sentences
     ]
-    assert pieces(text, first_min_words=20)[0] == "Well, I have been thinking about it all day, and I think we should go."  # noqa: E501
-    assert pieces("One two three four five six; seven.") == ["One two three four five six;", "seven."]
+    assert (
+        pieces(text, first_min_words=20)[0]
+        == "Well, I have been thinking about it all day, and I think we should go."
+    )
+    assert pieces("One two three four five six; seven.") == [
+        "One two three four five six;",
+        "seven.",
+    ]
     assert pieces("One two three four five six: seven.")[0].endswith(":")
-    assert pieces("One two three four five six — seven.") == ["One two three four five six —", "seven."]  # noqa: E501
-    assert pieces("One two three four five six 3,000 seven.") == ["One two three four five six 3,000 seven."]  # noqa: E501
+    assert pieces("One two three four five six — seven.") == [
+        "One two three four five six —",
+        "seven.",
+    ]
+    assert pieces("One two three four five six 3,000 seven.") == [
+        "One two three four five six 3,000 seven."
+    ]
 
 
 def test_a_long_sentence_is_cut_at_a_clause_boundary() -> None:
@@ -126,7 +146,7 @@ def test_flush_resets_for_the_next_reply() -> None:
 
 REPLIES = (
     "Hello! I'm Lumi. *waves* What shall we do today, e.g. plan a trip or write a poem?",
-    "Dr. Vale said 3.5 cups... not 3. \"Odd,\" I said. Then:\n- flour\n- **sugar**\n\nDone!",
+    'Dr. Vale said 3.5 cups... not 3. "Odd," I said. Then:\n- flour\n- **sugar**\n\nDone!',
     "A long one, " + "with many clauses, " * 20 + "and an end. Short. *sigh*",
 )
 

@@ -1,8 +1,9 @@
 """The web app in a real headless Chromium against a real server (tests/server's
 `start_server`: uvicorn, a fresh SQLite file, the packaged SmolLM2 model).
 
-One server and one browser per test module; each test gets a fresh page (its own browser
-context) acting as its own user, so tests never see each other's chats or memories.
+One server for the package and one browser per test module; each test gets a fresh page
+(its own browser context) acting as its own user, so tests never see each other's chats or
+memories.
 Chromium is Debian's (`apt-get install chromium`), driven by Playwright; no browser is
 downloaded.  Screenshots go to $LIMELIGHT_TEST_ARTIFACTS/webapp (default test-artifacts/).
 """
@@ -44,14 +45,19 @@ document.addEventListener("playing", (e) => window.__playing.push({
 """
 
 
-# Counts the distinct lengths a streaming reply's text goes through, and whether a speech
-# player was attached to the reply while it was still streaming.
+# Counts the distinct lengths a streaming reply's text goes through, whether a speech player
+# was attached to the reply while it was still streaming, and when the stream ended.
 OBSERVE_STREAM = """() => {
   window.__lengths = new Set();
   window.__audioWhileStreaming = false;
+  window.__streamEnd = null;
   new MutationObserver(() => {
     const live = document.querySelector(".message.streaming");
-    if (!live) return;
+    if (!live) {
+      const ending = window.__lengths.size && window.__streamEnd === null;
+      if (ending) window.__streamEnd = performance.now();
+      return;
+    }
     const n = live.querySelector(".text").textContent.length;
     if (n) window.__lengths.add(n);
     if (live.querySelector("audio")) window.__audioWhileStreaming = true;
@@ -66,14 +72,16 @@ def artifacts() -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for all of tests/webapp (starting one loads the model and the voices);
+    each test acts as its own user."""
     running = start_server(tmp_path_factory.mktemp("webapp") / "limelight.db")
     yield running
     running.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def http(server: Server) -> Iterator[httpx.Client]:
     with server.client() as client:
         yield client

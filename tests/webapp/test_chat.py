@@ -84,7 +84,9 @@ def test_import_stream_speak_and_remember(open_page: OpenPage, http: httpx.Clien
         ".some((a) => a.currentTime > 0)",
         timeout=60_000,
     )
-    assert any(p["cls"] == "speech" for p in page.evaluate("window.__playing"))
+    started = [p["at"] for p in page.evaluate("window.__playing") if p["cls"] == "speech"]
+    ended = page.evaluate("window.__streamEnd")
+    assert started and started[0] < ended, f"speech began at {started}, the stream ended {ended}"
     page.screenshot(path=artifacts() / "chat.png", full_page=True)
 
     speaker.click()  # speech off for the rest: quicker, and the toggle is remembered

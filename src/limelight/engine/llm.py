@@ -20,6 +20,7 @@ from limelight.engine.layers.quantized import quantize_linears
 from limelight.engine.llm_engine import LLMEngine
 from limelight.engine.loader import Checkpoint, open_checkpoint
 from limelight.engine.models import CausalLM, model_class
+from limelight.engine.models.llama import fuse_projections
 from limelight.engine.tokenizer import Tokenizer
 from limelight.engine.types import EngineConfig, RequestOutput, SamplingParams
 
@@ -36,6 +37,7 @@ def load_model(checkpoint: Checkpoint, config: EngineConfig) -> CausalLM:
         torch.set_default_dtype(previous)
     model.load_weights(checkpoint.weights())
     model = model.to(device=config.device, dtype=dtype)
+    fuse_projections(model)
     if config.quantization == "int8":
         quantize_linears(model)
     return model.eval()

@@ -57,6 +57,15 @@ class VoiceWorker:
         """Load the default voice now, so the first reply does not pay for it."""
         self.speech.synthesize("Hello.", DEFAULT_PROFILE)
 
+    def check(self, profile: VoiceProfile) -> VoiceProfile:
+        """The profile, if this server has its voice (a VoiceError naming it otherwise)."""
+        if not self.speech.backend(profile.backend).has_voice(profile.voice):
+            raise VoiceError(
+                f"this server has no {profile.backend} voice {profile.voice!r}; "
+                "GET /api/voices lists them"
+            )
+        return profile
+
     async def synthesize(self, text: str, profile: VoiceProfile) -> Audio:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._synth, self.speech.synthesize, text, profile)
@@ -72,12 +81,12 @@ class VoiceWorker:
         self._listen.shutdown(wait=False, cancel_futures=True)
 
 
-def character_voice(card: Mapping[str, Any]) -> VoiceProfile:
+def character_voice(card: Mapping[str, Any], voice: VoiceWorker) -> VoiceProfile:
     """The voice on a character's card; the default voice if it has none or one this
     server cannot speak (a card from another install may name voices not present here)."""
     extension = card.get("data", {}).get("extensions", {}).get("limelight", {})
     try:
-        return VoiceProfile.from_dict(extension.get("voice"))
+        return voice.check(VoiceProfile.from_dict(extension.get("voice")))
     except VoiceError as err:
         log.warning("speaking %s with the default voice: %s", card.get("data", {}).get("name"), err)
         return DEFAULT_PROFILE

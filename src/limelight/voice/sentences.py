@@ -66,7 +66,7 @@ class SentenceSplitter:
     def _next_cut(self, is_final: bool) -> int | None:
         """Where the first complete piece of the buffer ends, if one does yet."""
         text = self._buffer
-        clause_cuts = []
+        clause_cuts: list[int] = []
         for match in _BOUNDARY.finditer(text):
             kind = _boundary_kind(text, match, is_final)
             if kind == "wait":

@@ -5,9 +5,11 @@ under a lock; faster-whisper's model may then be called from several threads.  T
 module decodes uploads with `decode` and checks their length; it knows nothing of
 chat or HTTP.
 
-Beam size: BEAM_SIZE = 1 (greedy).  Measured on the eight test sentences spoken by Piper
-joe (tests/voice/test_transcriber.py), greedy and beam 5 made the same words, while beam 5
-took about 1.6 times as long; see the comment at BEAM_SIZE.
+Beam size: BEAM_SIZE = 5.  Measured on the eight test sentences (tests/voice/conftest.py)
+in nine voices (Piper joe at four settings, espeak-ng at five), 711 words: greedy decoding
+got 41 words wrong (WER 5.8%), beam 5 got 30 (4.2%), the gain all on the harder voices
+(pitched Piper, espeak variants); on plain joe both make 0–1 errors.  Beam 5 took about
+10% longer: on clips this short the encoder's fixed 30 s window dominates the time.
 """
 
 from __future__ import annotations

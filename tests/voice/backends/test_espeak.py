@@ -55,4 +55,3 @@ def test_variants_change_the_voice(espeak: EspeakBackend) -> None:
     male = espeak.synthesize(text, VoiceProfile("espeak", "en-us+m3"))
     female = espeak.synthesize(text, VoiceProfile("espeak", "en-us+f3"))
     assert median_pitch(female) > 1.6 * median_pitch(male)
-

@@ -31,9 +31,8 @@ class OlmoeAttention(Attention):
     def forward(self, x: Tensor, batch: ForwardBatch) -> Tensor:
         assert self.q_norm is not None and self.k_norm is not None
         h, kv, d = self.shape
-        q = self.q_norm(self.q_proj(x))  # [T, H * D]
-        k = self.k_norm(self.k_proj(x))  # [T, Hkv * D]
-        v = self.v_proj(x)
+        q, k, v = self.project(x)
+        q, k = self.q_norm(q), self.k_norm(k)  # over all heads at once: [T, H * D]
         if self.clip_qkv is not None:
             q, k, v = (t.clamp(-self.clip_qkv, self.clip_qkv) for t in (q, k, v))
         q, k = self.rotary(batch.positions, q.view(-1, h, d), k.view(-1, kv, d))

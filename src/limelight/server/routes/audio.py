@@ -81,7 +81,7 @@ def _voice(svc: ServicesDep, name: str) -> VoiceProfile:
     with svc.store.reader() as db:
         character = db.scalar(select(Character).where(Character.slug == name))
         if character is not None:
-            return character_voice(character.card)
+            return character_voice(character.card, voice_worker(svc))
     return voice_worker(svc).speech.resolve(name)  # a VoiceError lists the known voices
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from limelight.characters import library
-from limelight.server.deps import CallerDep, DatabaseDep, ServicesDep
+from limelight.server.deps import CallerDep, DatabaseDep, Services, ServicesDep
 from limelight.server.errors import APIError
 from limelight.server.schemas import api
 from limelight.store import Character
@@ -37,18 +37,18 @@ def read_character(slug: str, db: DatabaseDep, _: CallerDep) -> api.CharacterPub
 
 @router.post("", status_code=201)
 def create_character(
-    body: api.CharacterCreate, db: DatabaseDep, _: CallerDep
+    body: api.CharacterCreate, svc: ServicesDep, db: DatabaseDep, _: CallerDep
 ) -> api.CharacterPublic:
-    fields = with_voice(body.model_dump(), {})
+    fields = with_voice(svc, body.model_dump(), {})
     return public(library.create_from_fields(db, fields))
 
 
 @router.patch("/{slug}")
 def update_character(
-    slug: str, body: api.CharacterUpdate, db: DatabaseDep, _: CallerDep
+    slug: str, body: api.CharacterUpdate, svc: ServicesDep, db: DatabaseDep, _: CallerDep
 ) -> api.CharacterPublic:
     row = read_row(db, slug)
-    fields = with_voice(body.model_dump(exclude_unset=True), row.card.get("data", {}))
+    fields = with_voice(svc, body.model_dump(exclude_unset=True), row.card.get("data", {}))
     return public(library.update_fields(db, row, fields))
 
 
@@ -88,13 +88,15 @@ def read_avatar(slug: str, svc: ServicesDep) -> Response:
     return Response(avatar, media_type="image/png", headers={"cache-control": "max-age=60"})
 
 
-def with_voice(fields: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+def with_voice(svc: Services, fields: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     """The fields with a given `voice` checked and moved to `extensions.limelight.voice`,
     where cards carry it (so it travels with an exported card)."""
     voice = fields.pop("voice", None)
     if voice is None:
         return fields
     profile = VoiceProfile.from_dict(voice)  # a VoiceError (400) names what is wrong
+    if svc.voice is not None:
+        svc.voice.check(profile)
     extensions = dict(fields.get("extensions", current.get("extensions", {})))
     extensions["limelight"] = {**extensions.get("limelight", {}), "voice": profile.to_dict()}
     return {**fields, "extensions": extensions}

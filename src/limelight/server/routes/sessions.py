@@ -229,7 +229,7 @@ def _spoken(
         chat = tree.read_session(db, session_id, user_id)
         character = db.get(Character, chat.character_id)
         assert character is not None
-        profile = character_voice(character.card)
+        profile = character_voice(character.card, svc.voice)
     return speak(events, svc.voice, profile)
 
 

@@ -22,8 +22,9 @@ def list_voices(svc: ServicesDep, _: CallerDep) -> list[api.VoicePublic]:
 
 @router.post("/preview")
 async def create_preview(body: api.VoicePreview, svc: ServicesDep, _: CallerDep) -> Response:
-    profile = VoiceProfile.from_dict(body.voice)  # a VoiceError names what is wrong
-    audio = await voice_worker(svc).synthesize(body.text, profile)
+    worker = voice_worker(svc)
+    profile = worker.check(VoiceProfile.from_dict(body.voice))  # a VoiceError names the fault
+    audio = await worker.synthesize(body.text, profile)
     return Response(encode(audio, STREAM_FORMAT), media_type=CONTENT_TYPES[STREAM_FORMAT])
 
 

@@ -75,6 +75,9 @@ async function start() {
   });
   $("back").onclick = guard(() => nav.gallery());
   $("edit-character").onclick = guard(() => nav.editor(chat.character.slug));
+  const menu = $("chat-menu"); // closes once an item is chosen, or on a click elsewhere
+  menu.addEventListener("click", (e) => e.target.closest(".menu-items a, .menu-items button") && (menu.open = false));
+  document.addEventListener("click", (e) => !menu.contains(e.target) && (menu.open = false));
   for (const close of document.querySelectorAll(".drawer .close")) {
     close.onclick = () => (close.closest(".drawer").hidden = true);
   }

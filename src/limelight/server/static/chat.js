@@ -137,15 +137,15 @@ function setBusy(busy) {
 }
 
 // Stream a reply into `reply` (a message bubble); `handlers` may add events (transcript).
-// Answers the ReplyPlayer (or null when not speaking) once the stream is over.
-async function streamReply(path, body, reply, handlers = {}) {
+// Answers the ReplyPlayer (or null when nothing was spoken) once the stream is over.
+async function streamReply(path, body, reply, { speak = false, handlers = {} } = {}) {
   stopSpeaking();
   setBusy(true);
   const sessionId = chat.session.id;
   const text = reply.querySelector(".text");
   text.textContent = "";
   reply.classList.add("streaming");
-  const player = body.speak ? new ReplyPlayer() : null;
+  const player = speak ? new ReplyPlayer() : null;
   let done = null;
   try {
     await streamEvents(path, body, {
@@ -175,7 +175,8 @@ export async function send(content) {
   const reply = bubble("assistant");
   $("messages").append(mine, reply);
   follow(true);
-  return streamReply(`${base()}/messages`, replyBody(chat.canSpeak && settings.speak, { content }), reply);
+  const speak = chat.canSpeak && settings.speak;
+  return streamReply(`${base()}/messages`, replyBody(speak, { content }), reply, { speak });
 }
 
 // A recording from push-to-talk or call mode: the server transcribes it (a `transcript`
@@ -188,15 +189,15 @@ export async function sendVoice(recording, { speak = settings.speak } = {}) {
   follow(true);
   const form = new FormData();
   form.append("file", recording, recording.name || "speech.wav");
-  form.append("speak", String(Boolean(speak && chat.canSpeak)));
+  speak = Boolean(speak && chat.canSpeak);
+  form.append("speak", String(speak));
   if (settings.maxTokens) form.append("max_tokens", String(settings.maxTokens));
   try {
-    return await streamReply(`${base()}/voice`, form, reply, {
-      transcript: (d) => {
-        mine.querySelector(".text").textContent = d.text;
-        mine.classList.remove("pending");
-      },
-    });
+    const transcript = (d) => {
+      mine.querySelector(".text").textContent = d.text;
+      mine.classList.remove("pending");
+    };
+    return await streamReply(`${base()}/voice`, form, reply, { speak, handlers: { transcript } });
   } finally {
     if (mine.classList.contains("pending")) mine.remove();
   }
@@ -207,7 +208,8 @@ async function regenerate(m, li) {
   li.querySelector(".tools")?.remove();
   chat.players.get(m.id)?.audio.remove();
   const path = `${base()}/messages/${m.id}/regenerate`;
-  await streamReply(path, replyBody(chat.canSpeak && settings.speak), li);
+  const speak = chat.canSpeak && settings.speak;
+  await streamReply(path, replyBody(speak), li, { speak });
 }
 
 export async function showSessions() {

@@ -32,10 +32,10 @@ function banner(kind, message, details = []) {
 }
 
 export const showError = (message, details) => banner("error", String(message), details);
-// A plain notice fades after a while; one with details (an import's warnings) stays.
+// Notices fade (one with details, an import's warnings, stays longer); errors stay.
 export function showNotice(message, details = []) {
   const node = banner("notice", String(message), details);
-  if (!details.length) setTimeout(() => node.remove(), 8000);
+  setTimeout(() => node.remove(), details.length ? 30000 : 8000);
   return node;
 }
 
