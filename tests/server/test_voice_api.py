@@ -148,7 +148,7 @@ def test_a_spoken_turn_is_transcribed_then_answered(http: httpx.Client) -> None:
         "POST",
         f"/api/sessions/{session['id']}/voice",
         params={"user": "alice"},
-        data={"speak": "false"},
+        data={"speak": "false", "max_tokens": "12"},
         files={"file": ("turn.ogg", spoken, "audio/ogg")},
     ) as response:
         assert response.status_code == 200
@@ -156,6 +156,7 @@ def test_a_spoken_turn_is_transcribed_then_answered(http: httpx.Client) -> None:
     assert events[0][0] == "transcript"
     assert word_error_rate(question, events[0][1]["text"]) <= 0.2, events[0][1]
     assert events[-1][0] == "done" and "audio" not in [name for name, _ in events]
+    assert events[-1][1]["usage"]["completion_tokens"] <= 12
     stored = http.get(f"/api/sessions/{session['id']}", params={"user": "alice"}).json()
     assert stored["messages"][-2]["content"] == events[0][1]["text"]
 

@@ -98,8 +98,6 @@ def test_call_mode_listens_answers_and_listens_again(
     page.wait_for_selector("#chat:not([hidden]) .message")
     page.click("#new-session")
     before = replies(page)
-    # The voice route takes no max_tokens: a full-length answer would take minutes to hear.
-    page.evaluate("document.addEventListener('play', (e) => (e.target.playbackRate = 8), true)")
     page.click("#call")  # opens the microphone: the recording plays, then silence
     assert page.get_attribute("#call", "aria-pressed") == "true"
     page.wait_for_selector("#call-status:text-is('listening…')")

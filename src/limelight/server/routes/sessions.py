@@ -106,6 +106,8 @@ async def create_voice_message(
     svc: ServicesDep,
     caller: CallerDep,
     speak: Annotated[bool, Form()] = True,
+    max_tokens: Annotated[int | None, Form(ge=1, le=4096)] = None,
+    temperature: Annotated[float | None, Form(ge=0, le=2)] = None,
     user: str | None = None,
 ) -> Response:
     """A spoken turn: the recording is transcribed, then answered like a typed message."""
@@ -117,7 +119,8 @@ async def create_voice_message(
     transcript = await svc.voice.transcribe(await file.read())
     if not transcript.text.strip():
         raise APIError(400, "no speech was heard in the recording", "file")
-    events = svc.chat.send(user_id, session_id, transcript.text.strip(), _params(None, None))
+    params = _params(max_tokens, temperature)
+    events = svc.chat.send(user_id, session_id, transcript.text.strip(), params)
     heard = f"event: transcript\ndata: {json.dumps({'text': transcript.text.strip()})}\n\n"
     return await _reply(_spoken(svc, user_id, session_id, events, speak), True, heard)
 

@@ -16,7 +16,9 @@ router = APIRouter(prefix="/api/voices", tags=["voices"])
 
 @router.get("")
 def list_voices(svc: ServicesDep, _: CallerDep) -> list[api.VoicePublic]:
-    voices = voice_worker(svc).speech.voices()
+    if svc.voice is None:  # voice is off: nothing to speak with
+        return []
+    voices = svc.voice.speech.voices()
     return [api.VoicePublic(backend=v.backend, voice=v.voice, label=v.label) for v in voices]
 
 
