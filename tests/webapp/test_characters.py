@@ -141,7 +141,9 @@ def test_create_character_with_voice_preview_and_export(
 
 def test_broken_card_shows_the_servers_error(open_page: OpenPage, http: httpx.Client) -> None:
     page = open_page()
-    before = page.locator(".card").all_inner_texts()
+    page.wait_for_selector(".card[data-slug='lumi']")
+    slugs = "[...document.querySelectorAll('.card[data-slug]')].map((c) => c.dataset.slug)"
+    before = page.evaluate(slugs)
     page.set_input_files("#import-file", str(CARDS / "choral_invalid-character.png"))  # picker
     banner = page.locator(".banner.error")
     banner.wait_for()
@@ -151,7 +153,7 @@ def test_broken_card_shows_the_servers_error(open_page: OpenPage, http: httpx.Cl
     message = answer.json()["error"]["message"]
     assert message in banner.inner_text()
     assert "choral_invalid-character.png" in banner.inner_text()
-    assert page.locator(".card").all_inner_texts() == before
+    assert page.evaluate(slugs) == before
     assert page.locator("#gallery").is_visible()
     page.screenshot(path=artifacts() / "import-error.png")
     banner.locator(".dismiss").click()

@@ -20,6 +20,8 @@ const base = () => `/api/sessions/${chat.session.id}`;
 export async function openCharacter(character) {
   chat.character = character;
   chat.players.clear();
+  $("chat-avatar").hidden = false;
+  $("chat-avatar").onerror = () => { $("chat-avatar").hidden = true; };
   $("chat-avatar").src = character.avatar_url;
   $("chat-name").textContent = character.name;
   $("memories").hidden = true;

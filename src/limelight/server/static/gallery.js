@@ -24,11 +24,15 @@ function characterCard(c) {
   const summary = fillMacros(c.description, c.name).replace(/\s+/g, " ").trim();
   const short = summary.length > 110 ? `${summary.slice(0, 108).trimEnd()}…` : summary;
   return el("a", { href: "#", className: "card", "data-slug": c.slug, onclick: open(() => nav.chat(c)) },
-    el("img", { src: c.avatar_url, alt: "", loading: "lazy" }),
+    el("img", { src: c.avatar_url, alt: "", loading: "lazy", onerror: noAvatar(c.name) }),
     el("h3", {}, c.name),
     el("p", {}, short),
   );
 }
+
+// A character made in the editor has no picture: its initial stands in.
+const noAvatar = (name) => (event) =>
+  event.target.replaceWith(el("div", { className: "avatar-fallback", ariaHidden: "true" }, name.slice(0, 1)));
 
 export function exportLinks(slug) {
   return ["png", "json", "charx"].map((format) =>
