@@ -11,6 +11,13 @@ token and to first audio for both, the ratios limelight ÷ assembled, and the go
 4 users on 2 cores: TTFT p50 ≤ 150 ms, first audio p50 ≤ 400 ms, each ≤ 0.5× the
 assembled stack's.  The stacks run one after the other, never at once.  With `--json`
 the last line is one JSON object (`ttft_p50_ms` ... and `assembled_ttft_p50_ms` ...).
+
+A full run takes about 5 minutes on an idle 2-core machine, most of it the memory worker
+forming the warm-up memories (`--warmup-turns` shortens it).  The figures move with the
+machine's load, which is printed beside them; measured with the defaults at a load
+average of 1.2-2.0 (p50, ms, limelight / assembled):
+    time to first token     2,693 / 10,800   ratio 0.25
+    time to first audio     7,021 / 12,756   ratio 0.55
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ import numpy as np
 
 from bench import e2e_assembled, e2e_limelight
 from bench.e2e_client import REQUEST_TIMEOUT_S, Stack, TurnResult, run_users
-from bench.e2e_workload import UserScript, Workload
+from bench.e2e_tts import TTS_THREADS
+from bench.e2e_workload import USERS, UserScript, Workload
 from bench.meter import CompetingLoad
 
 MODEL = "smollm2-135m-instruct"  # what `limelight serve` loads by default
@@ -46,8 +54,9 @@ MIN_DEFINITION_TOKENS = 1000
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    workload = _workload(args)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    workload = _workload(args, parser)
     skipped = _skip_reason(args.skip_assembled)
     load_before, competing = os.getloadavg()[0], CompetingLoad()
     competing.start()
@@ -79,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--turns", type=int, default=defaults.num_turns, help="per user")
     parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens, help="per reply")
     parser.add_argument(
+        "--warmup-turns",
+        type=int,
+        default=defaults.num_warmup_turns,
+        help="per user, in the earlier session that forms memories (1 to 4)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp's (default: cores)"
     )
     parser.add_argument(
@@ -87,10 +102,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _workload(args: argparse.Namespace) -> Workload:
+def _workload(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Workload:
     if args.quick:
         return Workload(num_users=2, num_turns=1, num_warmup_turns=2, max_tokens=32)
-    return Workload(num_users=args.users, num_turns=args.turns, max_tokens=args.max_tokens)
+    if not 1 <= args.users <= len(USERS):
+        parser.error(f"--users: 1 to {len(USERS)} (the scripted users)")
+    if args.turns < 1 or args.max_tokens < 1:
+        parser.error("--turns and --max-tokens must be at least 1")
+    if not 1 <= args.warmup_turns <= min(len(u.warmup) for u in USERS):
+        parser.error("--warmup-turns: 1 to 4")
+    return Workload(
+        num_users=args.users,
+        num_turns=args.turns,
+        num_warmup_turns=args.warmup_turns,
+        max_tokens=args.max_tokens,
+    )
 
 
 def _skip_reason(skip: bool) -> str | None:
@@ -148,11 +174,20 @@ def _settings(workload: Workload, setup: dict[str, Any], num_threads: int) -> di
         **workload.to_dict(),
         "model": MODEL,
         "gguf": str(gguf_path()),
+        "limelight_server": "limelight serve, default settings (memory facts and voice on)",
+        "assembled_llm_server": (
+            f"python -m llama_cpp.server --n_threads {num_threads} --n_threads_batch "
+            f"{num_threads} --n_ctx {e2e_assembled.N_CTX} --interrupt_requests false"
+        ),
+        "tts_threads": TTS_THREADS,  # per synthesis, both stacks
         "llama_threads": num_threads,
         "definition_tokens": num_tokens,
         "memories_per_user": {u: len(m) for u, m in setup["memories"].items()},
         "memory_formation_s": setup["memory_seconds"],
         "prefix_cache_hit_rate": stats.get("prefix_cache_hit_rate"),
+        # memory jobs of the measured turns still queued at the end: background work that
+        # shared the engine with the replies
+        "memory_jobs_pending_after": stats.get("memory_jobs_pending"),
         "warm": "one throwaway turn on each stack before measuring",
     }
 
@@ -274,6 +309,11 @@ def _print_details(report: dict[str, Any]) -> None:
         f"{ours['mean_completion_tokens']:.0f} tokens on average; prompt "
         f"{ours['mean_prompt_tokens'] or 0:.0f} tokens, {ours['mean_cached_tokens'] or 0:.0f} "
         f"from the prefix cache (server-wide hit rate {s['prefix_cache_hit_rate']:.0%})"
+    )
+    print(
+        f"limelight's memory worker: {s['memory_formation_s']:.0f} s to form the warm-up "
+        f"memories; {s['memory_jobs_pending_after']} jobs of the measured turns still queued "
+        "at the end (they share the engine with the replies)"
     )
     if peer is None:
         print(f"assembled stack not measured: {report['assembled_skipped']}")

@@ -53,7 +53,9 @@ class Service:
         self.health_url = self.url + health_path
         self.env = {**os.environ, **(env or {})}
         self.start_timeout_s = start_timeout_s
-        self.log_path = Path(tempfile.mkstemp(prefix=f"e2e-{name}-", suffix=".log")[1])
+        handle, log_path = tempfile.mkstemp(prefix=f"e2e-{name.replace(' ', '-')}-", suffix=".log")
+        os.close(handle)
+        self.log_path = Path(log_path)
         self.process: subprocess.Popen[bytes] | None = None
         self.start_seconds = 0.0  # how long it took to answer its health check
 

@@ -17,9 +17,10 @@ import uvicorn
 from fastapi import FastAPI, Response
 from pydantic import BaseModel, Field
 
+from limelight.server.settings import Settings
 from limelight.voice import DEFAULT_PROFILE, MAX_INPUT_CHARS, Speech, encode
 
-TTS_THREADS = 1  # limelight's default (Settings.tts_threads)
+TTS_THREADS = int(Settings.model_fields["tts_threads"].default)  # as `limelight serve`
 
 
 class SpeakRequest(BaseModel):

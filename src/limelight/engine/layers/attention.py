@@ -45,11 +45,12 @@ class PagedAttention(nn.Module):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch) -> Tensor:
         """q [T, H, D], k/v [T, Hkv, D] → [T, H * D]."""
-        self.k_cache[batch.slot_mapping] = k.to(self.k_cache.dtype)
-        self.v_cache[batch.slot_mapping] = v.to(self.v_cache.dtype)
-        keys = self.k_cache[batch.key_slots].to(q.dtype).transpose(1, 2)  # [B, Hkv, Lk, D]
-        values = self.v_cache[batch.key_slots].to(q.dtype).transpose(1, 2)
-        queries = batch.to_padded(q).transpose(1, 2)  # [B, H, Lq, D]
+        self.k_cache.index_copy_(0, batch.slot_mapping, k.to(self.k_cache.dtype))
+        self.v_cache.index_copy_(0, batch.slot_mapping, v.to(self.v_cache.dtype))
+        dtype = _compute_dtype(q)
+        keys = self._gather(self.k_cache, batch.key_slots, dtype)  # [B, Hkv, Lk, D]
+        values = self._gather(self.v_cache, batch.key_slots, dtype)
+        queries = batch.to_padded(q).to(dtype).transpose(1, 2)  # [B, H, Lq, D]
         mask = batch.attention_mask(self.sliding_window)  # [B, 1, Lq, Lk]
         if self.logit_softcap is None:
             out = F.scaled_dot_product_attention(
@@ -57,8 +58,24 @@ class PagedAttention(nn.Module):
             )
         else:
             out = _softcapped_attention(queries, keys, values, mask, self.scale, self.logit_softcap)
-        out = out.transpose(1, 2)  # [B, Lq, H, D]
+        out = out.to(q.dtype).transpose(1, 2)  # [B, Lq, H, D]
         return batch.to_flat(out).flatten(1)  # [T, H * D]
+
+    @staticmethod
+    def _gather(cache: Tensor, key_slots: Tensor, dtype: torch.dtype) -> Tensor:
+        """[B, Lk] slots → [B, Hkv, Lk, D].  `index_select` copies rows ~6x faster than
+        advanced indexing with a 2-d index on the CPU (19 vs 119 us for 1,600 slots)."""
+        rows = cache.index_select(0, key_slots.flatten())  # [B * Lk, Hkv, D]
+        return rows.view(*key_slots.shape, *cache.shape[1:]).to(dtype).transpose(1, 2)
+
+
+def _compute_dtype(q: Tensor) -> torch.dtype:
+    """Attention runs in float32 on the CPU: PyTorch's CPU attention in bfloat16 is several
+    times slower than in float32 (one decode query over 1,600 keys: 2.5 vs 1.0 ms with the
+    casts, SmolLM2's heads), and the cast of the gathered keys costs less than that."""
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return q.dtype
 
 
 def _softcapped_attention(
