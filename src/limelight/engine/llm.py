@@ -39,7 +39,7 @@ def load_model(checkpoint: Checkpoint, config: EngineConfig) -> CausalLM:
     model = model.to(device=config.device, dtype=dtype)
     fuse_projections(model)
     if config.quantization == "int8":
-        quantize_linears(model)
+        model.int8_switch = quantize_linears(model)
     return model.eval()
 
 

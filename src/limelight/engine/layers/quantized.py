@@ -9,12 +9,19 @@ layer keeps its bfloat16 weight too and uses it for batches and prefill; both co
 together are smaller than the float32 weights they replace.  Tied output heads keep
 sharing the embedding's weight; only the int8 copy is new.
 
+Prompt tokens always go through the bfloat16 weights, however few a step computes: the
+runner turns the int8 kernel off (`Int8Switch`) for any step that computes prompt tokens,
+so a prompt whose prefix came from the cache (one token left to compute) gets the same
+states as the same prompt computed whole, and a repeated greedy request the same reply.
+
 Quantizing is symmetric per output row: scale = max|w| / 127.  Weights that came from a
 4- or 5-bit GGUF lose little more (their levels are already coarse), but greedy outputs
 can differ from float32's after some tokens, so the exactness tests run without it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +30,20 @@ from torch import Tensor, nn
 MAX_INT8_ROWS = 4  # above this many rows the bfloat16 matmul is faster (see above)
 
 
+@dataclass(slots=True)
+class Int8Switch:
+    """Shared by one model's int8 layers; the model runner sets it before each step."""
+
+    is_on: bool = True  # off while a step computes prompt tokens
+
+
 class Int8Linear(nn.Module):
     qweight: Tensor  # [N, K] int8
     scale: Tensor  # [N], in the dense weight's dtype
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, switch: Int8Switch) -> None:
         super().__init__()
+        self.switch = switch
         self.weight = linear.weight  # [N, K] the dense copy (shared if the head is tied)
         self.bias = linear.bias
         w = linear.weight.detach().float()
@@ -39,7 +54,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)  # [T, K]
-        if rows.shape[0] > MAX_INT8_ROWS or not self._int8_kernel(rows):
+        if not self.switch.is_on or rows.shape[0] > MAX_INT8_ROWS or not self._int8_kernel(rows):
             return F.linear(x, self.weight, self.bias)
         out = torch.ops.aten._weight_int8pack_mm(rows, self.qweight, self.scale)  # [T, N]
         if self.bias is not None:
@@ -50,12 +65,11 @@ class Int8Linear(nn.Module):
         return rows.device.type == "cpu" and rows.dtype == self.scale.dtype == torch.bfloat16
 
 
-def quantize_linears(model: nn.Module) -> int:
-    """Give every `nn.Linear` of `model` an int8 copy (`Int8Linear`); how many."""
-    count = 0
+def quantize_linears(model: nn.Module) -> Int8Switch:
+    """Give every `nn.Linear` of `model` an int8 copy (`Int8Linear`); the switch they share."""
+    switch = Int8Switch()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, Int8Linear(child))
-                count += 1
-    return count
+                setattr(parent, name, Int8Linear(child, switch))
+    return switch

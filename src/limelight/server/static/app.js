@@ -43,8 +43,8 @@ nav.chat = async (character) => {
 };
 
 nav.editor = async (slug) => {
+  await openEditor(slug);  // filled before it shows: never an empty form to type into
   show("editor");
-  await openEditor(slug);
 };
 
 nav.back = async () => {
