@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -97,47 +98,32 @@ async def speak(
 ) -> AsyncIterator[SpokenEvent]:
     """`events` with a `Spoken` event for each sentence, as soon as it is synthesised."""
     splitter = SentenceSplitter()
-    pending: list[tuple[str, asyncio.Future[Audio]]] = []  # in reply order
+    pending: deque[tuple[str, asyncio.Future[Audio]]] = deque()  # in reply order
     count = 0  # sentences sent
-
-    def start(sentences: list[str]) -> None:
-        for text in sentences:
-            pending.append((text, asyncio.ensure_future(voice.synthesize(text, profile))))
-
-    def ready() -> list[Spoken]:
-        nonlocal count
-        out = []
-        while pending and pending[0][1].done():
-            text, future = pending.pop(0)
-            out.append(Spoken(count, text, encode(future.result(), STREAM_FORMAT)))
-            count += 1
-        return out
-
     try:
         async for event in _with_ticks(events, pending):
-            if event is None:  # a synthesis finished between deltas
-                for spoken in ready():
-                    yield spoken
-                continue
             if isinstance(event, Delta):
                 yield event
-                start(splitter.push(event.text))
-            else:
-                start(splitter.flush())
-                for _, future in list(pending):
-                    await future
-                for spoken in ready():
-                    yield spoken
+                sentences = splitter.push(event.text)
+            else:  # the reply's end, or None: the oldest synthesis finished between deltas
+                sentences = splitter.flush() if isinstance(event, Done) else []
+            for text in sentences:
+                pending.append((text, asyncio.ensure_future(voice.synthesize(text, profile))))
+            if isinstance(event, Done) and pending:
+                await asyncio.wait([future for _, future in pending])
+            while pending and pending[0][1].done():
+                text, future = pending.popleft()
+                yield Spoken(count, text, encode(future.result(), STREAM_FORMAT))
+                count += 1
+            if isinstance(event, Done):
                 yield event
-            for spoken in ready():
-                yield spoken
     finally:
         for _, future in pending:
             future.cancel()
 
 
 async def _with_ticks(
-    events: AsyncIterator[ReplyEvent], pending: list[tuple[str, asyncio.Future[Audio]]]
+    events: AsyncIterator[ReplyEvent], pending: deque[tuple[str, asyncio.Future[Audio]]]
 ) -> AsyncIterator[ReplyEvent | None]:
     """The reply's events, and a None whenever the oldest pending synthesis completes
     before the next event arrives (so its audio goes out without waiting for a token)."""

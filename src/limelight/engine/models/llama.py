@@ -107,8 +107,8 @@ def fused_linear(*linears: nn.Linear) -> nn.Linear:
     first = linears[0]
     weight = torch.cat([linear.weight.detach() for linear in linears])  # [sum N, K]
     has_bias = first.bias is not None
-    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias)
-    fused.to(device=weight.device, dtype=weight.dtype)
+    # on the meta device: its parameters are replaced at once, so none is allocated or drawn
+    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias, device="meta")
     fused.weight = nn.Parameter(weight, requires_grad=False)
     if has_bias:
         biases = [linear.bias.detach() for linear in linears if linear.bias is not None]

@@ -14,7 +14,7 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import select
 
-from limelight.server.deps import CallerDep, ServicesDep
+from limelight.server.deps import CallerDep, Services, ServicesDep
 from limelight.server.errors import APIError
 from limelight.server.routes.voices import voice_worker
 from limelight.server.schemas import openai as oa
@@ -76,7 +76,7 @@ async def create_transcription(
     return _transcript_response(transcript, response_format)
 
 
-def _voice(svc: ServicesDep, name: str) -> VoiceProfile:
+def _voice(svc: Services, name: str) -> VoiceProfile:
     """A character's voice if `name` is a character's slug, else a voice by name."""
     with svc.store.reader() as db:
         character = db.scalar(select(Character).where(Character.slug == name))
