@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision",
         choices=list(PRECISIONS),
-        default="int8",
-        help="limelight's weights: int8 (+bfloat16 for batches), bfloat16 or float32",
+        default="int4",
+        help="limelight's weights: int4 or int8 (+bfloat16 for batches), bfloat16 or float32",
     )
     parser.add_argument(
         "--engines",

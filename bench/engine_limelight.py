@@ -23,7 +23,7 @@ import torch
 from bench.engine_workload import PRECISIONS, Prompts, Workload, progress
 from bench.meter import ProcessMeter
 from limelight import LLM, AsyncEngine, SamplingParams
-from limelight.engine.layers.quantized import Int8Linear
+from limelight.engine.layers.quantized import QuantizedLinear
 from limelight.engine.llm_engine import LLMEngine
 
 
@@ -132,13 +132,13 @@ async def _shared_prefix_ttft(engine: LLMEngine, prompts: Prompts) -> tuple[floa
 
 
 def _weight_bytes(llm: LLM) -> int:
-    """Bytes of weights one decode step reads: int8 copies where a layer has one."""
+    """Bytes of weights one decode step reads: the quantized copies where a layer has one."""
     model = llm.engine.runner.model
-    int8 = [m for m in model.modules() if isinstance(m, Int8Linear)]
-    if int8:
-        own = {m.weight.data_ptr() for m in int8}
+    quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
+    if quantized:
+        own = {m.weight.data_ptr() for m in quantized}
         rest = [p for p in model.parameters() if p.data_ptr() not in own and p.ndim == 1]
-        parts = [t for m in int8 for t in (m.qweight, m.scale)] + rest
+        parts = [b for m in quantized for b in m.buffers(recurse=False)] + rest
         return sum(t.numel() * t.element_size() for t in parts)
     return _all_weight_bytes(llm)
 
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True)
     parser.add_argument("--workload", required=True, help="a Workload as JSON")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default="int8")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="int4")
     args = parser.parse_args(argv)
     workload = Workload.from_json(args.workload)
     torch.set_num_threads(workload.num_threads)

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# limelight's weight precisions: int8 is the default (decode reads int8, batches bfloat16)
+# limelight's weight precisions: int4 is the default (decode reads int4 blocks and an int8
+# head, batches bfloat16), as the server's
 PRECISIONS: dict[str, dict[str, Any]] = {
+    "int4": {"dtype": "bfloat16", "quantization": "int4"},
     "int8": {"dtype": "bfloat16", "quantization": "int8"},
     "bfloat16": {"dtype": "bfloat16"},
     "float32": {"dtype": "float32"},

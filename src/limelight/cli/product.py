@@ -107,7 +107,7 @@ async def _chat(args: argparse.Namespace) -> int:
     with store.session() as db:
         library.install_defaults(db)
     engine = AsyncEngine.from_pretrained(
-        args.model, kv_cache_bytes=128 << 20, dtype="bfloat16", quantization="int8"
+        args.model, kv_cache_bytes=128 << 20, dtype="bfloat16", quantization="int4"
     )
     memory = MemoryService(store, engine)
     service = ChatService(store, engine, memory)

@@ -8,6 +8,8 @@ and the engine, and runs requests to completion.  For streaming and concurrency 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +24,7 @@ from limelight.engine.loader import Checkpoint, open_checkpoint
 from limelight.engine.models import CausalLM, model_class
 from limelight.engine.models.llama import fuse_projections
 from limelight.engine.tokenizer import Tokenizer
-from limelight.engine.types import EngineConfig, RequestOutput, SamplingParams
+from limelight.engine.types import QUANTIZATION_BITS, EngineConfig, RequestOutput, SamplingParams
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -38,9 +40,22 @@ def load_model(checkpoint: Checkpoint, config: EngineConfig) -> CausalLM:
     model.load_weights(checkpoint.weights())
     model = model.to(device=config.device, dtype=dtype)
     fuse_projections(model)
-    if config.quantization == "int8":
-        model.int8_switch = quantize_linears(model)
+    if config.quantization is not None:
+        model.quant_switch = quantize_linears(model, bits=QUANTIZATION_BITS[config.quantization])
+    release_freed_memory()
     return model.eval()
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system (glibc's `malloc_trim`).  Loading
+    allocates far more than it keeps (dequantized tensors, quantization temporaries); glibc
+    holds on to the freed part, which counted as resident: SmolLM2 with int4 weights sat at
+    975 MB after load and 625 MB after the trim.  Elsewhere this does nothing."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        pass
 
 
 def engine_config(options: dict[str, Any]) -> EngineConfig:

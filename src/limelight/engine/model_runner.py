@@ -75,8 +75,8 @@ class ModelRunner:
             end += item.num_new
             if item.samples:  # the last pending token, then each draft
                 sample_index.extend(range(end - 1 - len(item.draft_ids), end))
-        if self.model.int8_switch is not None:  # prompt tokens: dense weights (quantized.py)
-            self.model.int8_switch.is_on = all(
+        if self.model.quant_switch is not None:  # prompt tokens: dense weights (quantized.py)
+            self.model.quant_switch.is_on = all(
                 s.seq.num_computed >= s.seq.num_prompt_tokens for s in scheduled
             )
         batch = ForwardBatch.build(slices, self.config.block_size, self.device)

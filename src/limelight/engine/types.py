@@ -124,6 +124,9 @@ class SamplingParams:
         )
 
 
+QUANTIZATION_BITS = {"int8": 8, "int4": 4}  # EngineConfig.quantization → weight bits
+
+
 @dataclass(slots=True)
 class EngineConfig:
     max_num_seqs: int = 32  # sequences in one running batch
@@ -136,7 +139,7 @@ class EngineConfig:
     num_state_snapshots: int = 64  # hybrid models: saved linear-attention states for reuse
     dtype: str = "float32"
     device: str = "cpu"
-    quantization: str | None = None  # "int8": weight-only int8 linears (needs bfloat16)
+    quantization: str | None = None  # "int8" or "int4": weight-only (needs bfloat16)
     speculative: str | None = None  # "ngram" (prompt lookup) or a draft model's name or path
     num_speculative_tokens: int = 4  # most draft tokens verified per sequence and step
 
@@ -151,12 +154,14 @@ class EngineConfig:
             raise ValueError("engine config: num_kv_blocks must be at least 2")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"engine config: unsupported dtype {self.dtype!r}")
-        if self.quantization not in (None, "int8"):
+        if self.quantization not in (None, *QUANTIZATION_BITS):
             raise ValueError(
-                f"engine config: quantization is 'int8' or None, not {self.quantization!r}"
+                f"engine config: quantization is 'int8', 'int4' or None, not {self.quantization!r}"
             )
-        if self.quantization == "int8" and self.dtype != "bfloat16":
-            raise ValueError("engine config: quantization='int8' runs with dtype='bfloat16'")
+        if self.quantization is not None and self.dtype != "bfloat16":
+            raise ValueError(
+                f"engine config: quantization={self.quantization!r} runs with dtype='bfloat16'"
+            )
 
 
 @dataclass(slots=True)

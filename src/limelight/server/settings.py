@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     max_model_len: int | None = 4096
     max_num_seqs: int = 32
     dtype: str = "bfloat16"
-    quantization: str | None = "int8"  # int8 weights for decoding (engine/layers/quantized.py)
+    quantization: str | None = "int4"  # weights for decoding (engine/layers/quantized.py)
     max_body_bytes: int = 1 << 20  # JSON request bodies
     max_upload_bytes: int = 16 << 20  # character files
     max_tokens_default: int = 256  # a reply's length when the request does not say

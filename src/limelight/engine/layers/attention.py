@@ -50,16 +50,30 @@ class PagedAttention(nn.Module):
         dtype = _compute_dtype(q)
         keys = self._gather(self.k_cache, batch.key_slots, dtype)  # [B, Hkv, Lk, D]
         values = self._gather(self.v_cache, batch.key_slots, dtype)
-        queries = batch.to_padded(q).to(dtype).transpose(1, 2)  # [B, H, Lq, D]
-        mask = batch.attention_mask(self.sliding_window)  # [B, 1, Lq, Lk]
+        is_decode = batch.max_query_len == 1  # T == B: the flat layout is the padded one
+        if is_decode:
+            queries = q.to(dtype).unsqueeze(2)  # [B, H, 1, D]
+        else:
+            queries = batch.to_padded(q).to(dtype).transpose(1, 2)  # [B, H, Lq, D]
+        mask = self._mask(batch, is_decode, keys.shape[2])  # [B, 1, Lq, Lk] or None
         if self.logit_softcap is None:
             out = F.scaled_dot_product_attention(
                 queries, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=True
             )
         else:
+            mask = batch.attention_mask(self.sliding_window) if mask is None else mask
             out = _softcapped_attention(queries, keys, values, mask, self.scale, self.logit_softcap)
+        if is_decode:
+            return out.to(q.dtype).flatten(1)  # [B, H * D]
         out = out.to(q.dtype).transpose(1, 2)  # [B, Lq, H, D]
         return batch.to_flat(out).flatten(1)  # [T, H * D]
+
+    def _mask(self, batch: ForwardBatch, is_decode: bool, num_keys: int) -> Tensor | None:
+        """None when every key is visible: one sequence decoding, inside its window."""
+        window = self.sliding_window
+        if is_decode and batch.num_seqs == 1 and (window is None or num_keys <= window):
+            return None
+        return batch.attention_mask(window)
 
     @staticmethod
     def _gather(cache: Tensor, key_slots: Tensor, dtype: torch.dtype) -> Tensor:

@@ -50,6 +50,7 @@ class ForwardBatch:
     state_slots: Tensor  # [B] linear-attention state row of each sequence
     state_restores: list[tuple[int, int]]  # (state slot, snapshot slot) to load first
     state_snapshots: list[tuple[int, int, int]]  # (batch row, tokens consumed, snapshot slot)
+    max_query_len: int  # 1: a decode step, one new token per sequence (padded = flat layout)
     _masks: dict[int | None, Tensor] = field(default_factory=dict)
 
     @property
@@ -107,6 +108,7 @@ class ForwardBatch:
                 for row, s in enumerate(seqs)
                 for consumed, slot in s.snapshots
             ],
+            max_query_len=max_q,
         )
 
     def to_padded(self, x: Tensor) -> Tensor:

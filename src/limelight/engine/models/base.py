@@ -20,7 +20,7 @@ from limelight.engine.errors import CheckpointError
 from limelight.engine.layers.attention import PagedAttention
 from limelight.engine.layers.batch import ForwardBatch
 from limelight.engine.layers.linear_attention import LinearAttention
-from limelight.engine.layers.quantized import Int8Switch
+from limelight.engine.layers.quantized import QuantSwitch
 from limelight.engine.models.config import ModelConfig
 
 
@@ -30,7 +30,7 @@ class WeightError(CheckpointError):
 
 class CausalLM(nn.Module):
     config: ModelConfig
-    int8_switch: Int8Switch | None = None  # set when the linears are quantized (llm.py)
+    quant_switch: QuantSwitch | None = None  # set when the linears are quantized (llm.py)
 
     def forward(self, input_ids: Tensor, batch: ForwardBatch) -> Tensor:
         raise NotImplementedError
