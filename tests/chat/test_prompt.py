@@ -201,3 +201,15 @@ def test_other_template_errors_are_not_hidden() -> None:
         render(parts(turns(2)[1:]), broken)  # user first: nothing to repair
     with pytest.raises(TemplateError, match="no such filter"):
         render(parts(turns(2)), broken)  # the opener does not help either
+
+
+def test_a_past_turn_shows_its_context_and_instructions_come_last() -> None:
+    history = [
+        Turn("user", "Hi", "u1", context="[Memories: - likes tea\n]"),
+        Turn("assistant", "Hello"),
+    ]
+    p = PromptParts("DEF", history=history, retrieved="NEW", message="MSG", instructions="[Terse.]")
+    messages = chat_messages(p)
+    assert messages[1] == {"role": "user", "content": "[Memories: - likes tea\n]\n\nHi"}
+    assert messages[-1] == {"role": "user", "content": "NEW\n\nMSG\n\n[Terse.]"}
+    assert build_prompt(p, template, count, 10_000).retrieved == "NEW"

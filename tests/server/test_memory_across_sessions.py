@@ -127,3 +127,29 @@ def test_a_multi_turn_chat_on_a_warm_character_comes_mostly_from_the_cache(
     carol = shares[4:]
     assert min(carol) > 0.8, shares  # even her first turn: the character is warm
     assert http.get("/api/stats").json()["prefix_cache_hit_rate"] > 0.5
+
+
+def test_recalled_memories_stay_with_their_turn_and_are_not_repeated(
+    http: httpx.Client,
+) -> None:
+    """A turn's recalled memories stay in later prompts where they were first shown, so the
+    prompt only grows at its end (the cache serves every earlier turn) and a memory the
+    history already shows is not recalled again."""
+    first = new_session(http, "dora")
+    say(http, "dora", first, "My brother Anselm lives in Tromsø and repairs old clocks.")
+    wait_for_memory(http)
+    later = new_session(http, "dora")
+    question = "Do you remember where my brother lives?"
+    before = prompt_for(http, "dora", later, question)
+    assert "Tromsø" in before.split(question)[0]  # recalled, before the message
+    said = say(http, "dora", later, question)
+    follow_up = "And what does he repair?"
+    after = prompt_for(http, "dora", later, follow_up)
+    sent_part = before[: before.index(question) + len(question)]
+    assert after.startswith(sent_part)  # the earlier turn exactly as it was sent
+    reply = said["message"]["content"]
+    assert after.count("Tromsø") == before.count("Tromsø") + reply.count("Tromsø")
+    usage = say(http, "dora", later, follow_up)["usage"]
+    reply_tokens = said["usage"]["completion_tokens"]
+    # new tokens: the previous reply (re-read from text), this message, the template's own
+    assert usage["prompt_tokens"] - usage["cached_tokens"] <= reply_tokens + 48, usage

@@ -9,6 +9,11 @@ turn:
     history: the conversation so far       append-only, oldest dropped first
     user:    retrieved for this turn       memories, triggered lore
              + the new message
+             + post-history instructions
+
+What was retrieved for a message stays with it (`Turn.context`): later prompts show each
+past user turn as it was sent, so the prompt grows append-only and a new turn computes
+only its own tokens (and the reply before it), not the history after an old retrieval.
 
 Budgeting drops the oldest history first, and drops it in one go down to `LOW_WATER` of
 the room, so that the cut stays put (and the cache stays warm) for the turns after it.
@@ -35,6 +40,11 @@ class Turn:
     role: str  # "user" | "assistant"
     content: str
     id: str | None = None  # the stored message's id, when it has one
+    context: str = ""  # a user turn's retrieved text, shown before it as when it was sent
+
+    @property
+    def shown(self) -> str:
+        return "\n\n".join(p for p in (self.context, self.content) if p)
 
 
 @dataclass(slots=True)
@@ -44,6 +54,7 @@ class PromptParts:
     history: list[Turn] = field(default_factory=list)  # oldest first
     retrieved: str = ""  # memories and lore found for this turn
     message: str = ""  # the new user message
+    instructions: str = ""  # post-history instructions, last
 
 
 @dataclass(slots=True)
@@ -52,6 +63,7 @@ class Prompt:
     num_tokens: int
     num_dropped: int  # oldest history turns left out
     first_turn_id: str | None  # the oldest turn kept (the session remembers the cut)
+    retrieved: str  # what was retrieved for this turn and is in the prompt
 
 
 Render = Callable[[list[dict[str, str]]], str]
@@ -60,9 +72,9 @@ Count = Callable[[str], int]
 
 def chat_messages(parts: PromptParts) -> list[dict[str, str]]:
     system = "\n\n".join(p for p in (parts.definition, parts.stable) if p)
-    final = "\n\n".join(p for p in (parts.retrieved, parts.message) if p)
+    final = "\n\n".join(p for p in (parts.retrieved, parts.message, parts.instructions) if p)
     messages = [{"role": "system", "content": system}]
-    messages += [{"role": t.role, "content": t.content} for t in parts.history]
+    messages += [{"role": t.role, "content": t.shown} for t in parts.history]
     messages.append({"role": "user", "content": final})
     return _merge_same_roles(messages)
 
@@ -111,13 +123,24 @@ def _history_that_fits(parts: PromptParts, template: Render, count: Count, room:
 
 def _with_history(parts: PromptParts, history: list[Turn]) -> PromptParts:
     return PromptParts(
-        parts.definition, parts.stable, list(history), parts.retrieved, parts.message
+        parts.definition,
+        parts.stable,
+        list(history),
+        parts.retrieved,
+        parts.message,
+        parts.instructions,
     )
 
 
 def _prompt(parts: PromptParts, text: str, size: int, dropped: int) -> Prompt:
     first = parts.history[0].id if parts.history else None
-    return Prompt(text=text, num_tokens=size, num_dropped=dropped, first_turn_id=first)
+    return Prompt(
+        text=text,
+        num_tokens=size,
+        num_dropped=dropped,
+        first_turn_id=first,
+        retrieved=parts.retrieved,
+    )
 
 
 def _too_long(parts: PromptParts, count: Count, size: int, room: int) -> str:

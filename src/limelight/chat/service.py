@@ -85,6 +85,7 @@ class ReplyContext:
     api_slug: str | None = None  # the OpenAI path: the character named by `model`
     extra_system: str = ""  # an OpenAI client's own system messages
     recalled: list[str] = field(default_factory=list)
+    context: str | None = None  # what was retrieved for the message; None: not yet
 
 
 class ChatService:
@@ -175,20 +176,35 @@ class ChatService:
     def _prompt(self, turn: ReplyContext) -> Prompt:
         recent = [t.content for t in turn.history[-8:]] + [turn.message]
         constant, triggered = lore_sections(turn.persona.lorebook, recent, self._count)
-        if self.memory is not None:
-            visible = {t.id for t in turn.history if t.id}  # already in the prompt
-            turn.recalled = self.memory.recall(
-                turn.user_id, turn.character_id, turn.message, NUM_MEMORIES, visible
-            )
+        if turn.context is None:  # a new message (a regenerated one keeps what it was sent with)
+            turn.context = self._retrieve(turn, triggered)
         parts = PromptParts(
             definition=turn.persona.definition,
             stable=_stable(turn.persona.name, turn.profile, constant, turn.extra_system),
             history=turn.history,
-            retrieved=_retrieved(turn.recalled, triggered, turn.persona.post_history),
+            retrieved=turn.context,
             message=turn.message,
+            instructions=f"[{turn.persona.post_history}]" if turn.persona.post_history else "",
         )
         room = self.max_model_len - min(REPLY_DEFAULTS.max_tokens, self.max_model_len // 4)
-        return build_prompt(parts, self._template, self._count, room)
+        prompt = build_prompt(parts, self._template, self._count, room)
+        turn.context = prompt.retrieved  # "" when there was no room for it
+        return prompt
+
+    def _retrieve(self, turn: ReplyContext, triggered_lore: str) -> str:
+        """Memories and lore for the new message that the history does not already show:
+        an earlier turn's context stays in the prompt, so only what is new is added."""
+        shown = "\n".join(t.context for t in turn.history)
+        if self.memory is not None:
+            visible = {t.id for t in turn.history if t.id}  # episodes of turns in the prompt
+            recalled = self.memory.recall(
+                turn.user_id, turn.character_id, turn.message, NUM_MEMORIES, visible
+            )
+            turn.recalled = [m for m in recalled if f"\n- {m}\n" not in f"\n{shown}\n"]
+        lore = (
+            "" if triggered_lore and f"[Background: {triggered_lore}]" in shown else triggered_lore
+        )
+        return _retrieved(turn.recalled, lore)
 
     def _template(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
@@ -215,7 +231,9 @@ class ChatService:
                     raise tree.ChatInputError("a greeting is swiped, not regenerated")
                 target = tree.read_message(db, chat, target.parent_id)
             history = self._history(db, chat, target.parent_id) if target.parent_id else []
-            return self._turn(db, chat, history, target.content, target.id)
+            turn = self._turn(db, chat, history, target.content, target.id)
+            turn.context = target.context  # the same prompt, served from the cache (None: anew)
+            return turn
 
     def _turn_for_api(
         self, user_id: str, slug: str, messages: list[dict[str, str]]
@@ -269,13 +287,14 @@ class ChatService:
                 chat = tree.read_session(db, turn.session_id, turn.user_id)
                 anchor = turn.anchor_id
             message = tree.add_message(db, chat, "user", turn.message, anchor)
+            message.context = turn.context
             turn.session_id, turn.parent_id = chat.id, message.id
 
     def _history(self, db: Session, chat: ChatSession, leaf_id: str | None = None) -> list[Turn]:
         messages = tree.path(db, chat, leaf_id) if (leaf_id or chat.leaf_id) else []
         ids = [m.id for m in messages]
         start = ids.index(chat.history_start_id) if chat.history_start_id in ids else 0
-        return [Turn(m.role, m.content, m.id) for m in messages[start:]]
+        return [Turn(m.role, m.content, m.id, m.context or "") for m in messages[start:]]
 
     def _turn(
         self, db: Session, chat: ChatSession, history: list[Turn], text: str, parent: str | None
@@ -332,14 +351,13 @@ def _stable(name: str, profile: str, constant_lore: str, extra_system: str) -> s
     return "\n\n".join(s for s in sections if s)
 
 
-def _retrieved(memories: list[str], lore: str, post_history: str) -> str:
+def _retrieved(memories: list[str], lore: str) -> str:
     sections = [
         f"[Memories of earlier conversations with {USER_NAME}:\n"
-        + "\n".join(f"- {m}" for m in memories)
+        + "".join(f"- {m}\n" for m in memories)
         + "]"
         if memories
         else "",
         f"[Background: {lore}]" if lore else "",
-        f"[{post_history}]" if post_history else "",
     ]
     return "\n".join(s for s in sections if s)

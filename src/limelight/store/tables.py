@@ -112,6 +112,8 @@ class Message(Base):
     )
     role: Mapped[str] = mapped_column(String(16))  # "user" | "assistant"
     content: Mapped[str] = mapped_column(Text)
+    # a user message's retrieved memories and lore, as its prompt showed them before it
+    context: Mapped[str | None] = mapped_column(Text)
     prompt_tokens: Mapped[int | None]
     cached_tokens: Mapped[int | None]  # prompt tokens served from the prefix cache
     completion_tokens: Mapped[int | None]
