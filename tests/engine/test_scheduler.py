@@ -11,8 +11,11 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pytest
+
+from limelight.engine import scheduler as scheduler_module
 from limelight.engine.block_manager import BlockManager
-from limelight.engine.scheduler import ScheduledSeq, Scheduler
+from limelight.engine.scheduler import BACKGROUND_MAX_WAIT_S, ScheduledSeq, Scheduler
 from limelight.engine.sequence import Sequence, Status
 from limelight.engine.types import EngineConfig, SamplingParams
 
@@ -224,3 +227,47 @@ def test_random_workloads_keep_every_invariant() -> None:
                 break
             step(sim)
         check_done(sim)
+
+
+def add_background(sim: Sim, prompt_len: int, max_new: int) -> Sequence:
+    seq = add(sim, prompt_len, max_new)
+    seq.background = True
+    return seq
+
+
+def test_a_background_prompt_waits_while_replies_run_then_decodes_beside_them() -> None:
+    sim = make_sim(max_num_batched_tokens=32)
+    reply = add(sim, 10, 12)
+    memory = add_background(sim, 20, 30)
+    while reply.status is not Status.FINISHED:
+        batch = step(sim)
+        assert memory not in [item.seq for item in batch]  # not even a prompt chunk
+    assert [(item.seq, item.num_new) for item in step(sim)] == [(memory, 20)]  # alone: at once
+    late = add(sim, 8, 60)  # a reply arriving while the background request decodes
+    assert [(item.seq, item.num_new) for item in step(sim)] == [(memory, 1), (late, 8)]
+    waiting = add_background(sim, 12, 2)  # another background prompt: waits for the reply
+    while late.status is not Status.FINISHED:
+        assert waiting not in [item.seq for item in step(sim)]
+    run(sim)
+
+
+def test_a_background_request_is_not_starved(monkeypatch: pytest.MonkeyPatch) -> None:
+    sim = make_sim(max_num_batched_tokens=32)
+    add(sim, 10, 200)
+    memory = add_background(sim, 20, 4)
+    step(sim)
+    assert memory.status is Status.WAITING
+    later = memory.queued_at + BACKGROUND_MAX_WAIT_S + 1
+    monkeypatch.setattr(scheduler_module.time, "monotonic", lambda: later)
+    assert memory in [item.seq for item in step(sim)]
+    run(sim)
+
+
+def test_background_work_runs_when_nothing_else_can() -> None:
+    """A reply that cannot get KV blocks must not leave a background request idle."""
+    sim = make_sim(num_blocks=12, max_num_batched_tokens=64)
+    memory = add_background(sim, 30, 4)  # 8 of 12 blocks once admitted
+    assert [item.seq for item in step(sim)] == [memory]  # nobody else: it runs at once
+    add(sim, 30, 4)  # cannot be admitted: too few blocks left
+    assert [item.seq for item in step(sim)] == [memory]
+    run(sim)

@@ -25,7 +25,7 @@ class AsyncEngine:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
         self._wake = threading.Condition()
-        self._inbox: list[tuple[str, list[int], SamplingParams]] = []
+        self._inbox: list[tuple[str, list[int], SamplingParams, bool]] = []
         self._aborts: list[str] = []
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
         self._closed = False
@@ -45,9 +45,14 @@ class AsyncEngine:
         return cls(load_engine(model, **options)[0])
 
     async def stream(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        background: bool = False,
     ) -> AsyncIterator[StreamDelta]:
-        """Yield the request's deltas as they are sampled; the last has `finish_reason`."""
+        """Yield the request's deltas as they are sampled; the last has `finish_reason`.
+        `background`: see `LLMEngine.add_request`."""
         token_ids = self.engine.prompt_ids(prompt)  # raises RequestError before queueing
         request_id = request_id or self._next_id()
         queue: asyncio.Queue[StreamDelta | BaseException] = asyncio.Queue()
@@ -55,7 +60,7 @@ class AsyncEngine:
             if self._closed:
                 raise RuntimeError("the engine is shut down")
             self._streams[request_id] = (asyncio.get_running_loop(), queue)
-            self._inbox.append((request_id, token_ids, params))
+            self._inbox.append((request_id, token_ids, params, background))
             self._wake.notify()
         finished = False
         try:
@@ -73,12 +78,17 @@ class AsyncEngine:
                     self._wake.notify()
 
     async def generate(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        background: bool = False,
     ) -> RequestOutput:
         """Run one request to completion and gather its stream into a `RequestOutput`."""
         prompt_ids = self.engine.prompt_ids(prompt)
         request_id = request_id or self._next_id()
-        deltas = [delta async for delta in self.stream(prompt_ids, params, request_id)]
+        stream = self.stream(prompt_ids, params, request_id, background)
+        deltas = [delta async for delta in stream]
         reason = deltas[-1].finish_reason
         assert reason is not None
         return RequestOutput(
@@ -114,9 +124,9 @@ class AsyncEngine:
                 aborts, self._aborts = self._aborts, []
             for request_id in aborts:
                 self.engine.abort(request_id)
-            for request_id, token_ids, params in inbox:
+            for request_id, token_ids, params, background in inbox:
                 try:
-                    self.engine.add_request(token_ids, params, request_id)
+                    self.engine.add_request(token_ids, params, request_id, background)
                 except RequestError as err:
                     self._deliver(request_id, err)
             try:

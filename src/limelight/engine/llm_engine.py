@@ -103,13 +103,19 @@ class LLMEngine:
         self._ids = itertools.count()
 
     def add_request(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        background: bool = False,
     ) -> str:
+        """Queue a request; a `background` one (nobody waits on it, as memory work) has its
+        prompt computed only when no other request needs the step (see scheduler.py)."""
         token_ids = self.prompt_ids(prompt)
         request_id = request_id or f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise RequestError(f"request id {request_id!r} is already in use")
-        seq = Sequence(request_id, token_ids, params, arrival=next(self._ids))
+        seq = Sequence(request_id, token_ids, params, next(self._ids), background)
         if params.constraint is not None:  # compiled here, so a bad one never fails a step
             seq.matcher = self.grammars.matcher(params.constraint)
         detok = IncrementalDetokenizer(self.tokenizer, params.stop, params.skip_special_tokens)

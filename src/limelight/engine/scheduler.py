@@ -7,6 +7,13 @@ them, then prefill chunks of running sequences, then newly admitted waiting ones
 free, the newest running sequence is preempted: its blocks are released and it waits to
 be recomputed (its prefix will usually still be in the cache).
 
+Background requests (memory work: nobody waits on them) yield to the others: their prompt
+tokens are computed, and waiting ones admitted, only in steps that no other request needs
+a prompt chunk or a decode slot in, or once they have waited `BACKGROUND_MAX_WAIT_S`.  A
+step with prompt tokens runs every row through the dense weights (quantized.py), so even a
+small background chunk would slow every reply's decode step several times over.  Once
+prefilled, a background request decodes beside the others (one row more).
+
 With speculative decoding on, a decoding sequence also gets up to `num_lookahead` slots
 for draft tokens (see `speculative.py`), as far as the budget, its `max_tokens`, the
 context length and the free blocks allow; room for drafts never preempts anyone.
@@ -16,12 +23,15 @@ The scheduler owns the queues and the block manager's bookkeeping; it never runs
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from limelight.engine.block_manager import BlockManager
 from limelight.engine.sequence import Sequence, Status
 from limelight.engine.types import EngineConfig
+
+BACKGROUND_MAX_WAIT_S = 30.0  # then a background prompt goes in as if someone waited on it
 
 
 @dataclass(slots=True)
@@ -65,6 +75,12 @@ class Scheduler:
         self.waiting.append(seq)
 
     def schedule(self) -> list[ScheduledSeq]:
+        batch = self._schedule(defer_background=self._has_foreground())
+        if not batch and self.has_work:  # nothing else can run (no KV room): background may
+            batch = self._schedule(defer_background=False)
+        return batch
+
+    def _schedule(self, defer_background: bool) -> list[ScheduledSeq]:
         budget = self.config.max_num_batched_tokens
         decoding = [s for s in self.running if s.num_pending == 1]
         prefilling = [s for s in self.running if s.num_pending > 1]
@@ -80,18 +96,20 @@ class Scheduler:
             if seq.status is Status.RUNNING:
                 lookahead[seq] = self._reserve_lookahead(seq, budget)
                 budget -= lookahead[seq]
-        for seq in prefilling:
-            if budget and seq.status is Status.RUNNING:
+        busy = defer_background
+        for seq in sorted(prefilling, key=lambda s: s.background):  # replies first
+            if budget and seq.status is Status.RUNNING and not self._yields(seq, busy):
                 take = min(seq.num_pending, budget)
                 batch.append((seq, take))
                 budget -= take
-        while budget and self.waiting and len(self.running) < self.config.max_num_seqs:
-            seq = self.waiting[0]
-            if not self.blocks.can_allocate(seq):
+        while budget and len(self.running) < self.config.max_num_seqs:
+            admitted = self._next_waiting(busy)
+            if admitted is None or not self.blocks.can_allocate(admitted):
                 break
-            self._admit(self.waiting.popleft())
-            take = min(seq.num_pending, budget)
-            batch.append((seq, take))
+            self.waiting.remove(admitted)
+            self._admit(admitted)
+            take = min(admitted.num_pending, budget)
+            batch.append((admitted, take))
             budget -= take
         # a decoding sequence may have been preempted after it was batched
         batch = [(s, n) for s, n in batch if s.status is Status.RUNNING]
@@ -101,6 +119,21 @@ class Scheduler:
             )
             for s, n in batch
         ]
+
+    def _has_foreground(self) -> bool:
+        """Whether any request someone waits on is running or waiting."""
+        return any(not s.background for s in self.running) or any(
+            not s.background for s in self.waiting
+        )
+
+    def _yields(self, seq: Sequence, busy: bool) -> bool:
+        """A background request's prompt waits while others run, up to a limit."""
+        return seq.background and busy and time.monotonic() - seq.queued_at < BACKGROUND_MAX_WAIT_S
+
+    def _next_waiting(self, busy: bool) -> Sequence | None:
+        """The first waiting request that may start: others before background ones."""
+        ready = [s for s in self.waiting if not self._yields(s, busy)]
+        return next((s for s in ready if not s.background), ready[0] if ready else None)
 
     def finish(self, seq: Sequence) -> None:
         """Take a finished or aborted sequence out and free its blocks at once."""

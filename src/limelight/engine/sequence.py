@@ -8,6 +8,7 @@ the request samples a new token when none are left pending.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import TYPE_CHECKING
@@ -32,6 +33,8 @@ class Sequence:
     token_ids: list[int]
     params: SamplingParams
     arrival: int  # admission order: the scheduler preempts the newest first
+    background: bool = False  # nobody waits on it: its prompt yields to replies (scheduler)
+    queued_at: float = field(default_factory=time.monotonic)
     num_prompt_tokens: int = 0
     num_computed: int = 0  # tokens whose KV is in the cache
     num_cached_prompt_tokens: int = 0  # prompt tokens found in the prefix cache

@@ -173,7 +173,8 @@ class MemoryService:
         """Run one engine request from a worker thread (the engine's streams live on the loop)."""
         assert self.engine is not None and self._loop is not None
         prompt = self.engine.tokenizer.apply_chat_template(messages)
-        future = asyncio.run_coroutine_threadsafe(self.engine.generate(prompt, params), self._loop)
+        reply = self.engine.generate(prompt, params, background=True)  # replies go first
+        future = asyncio.run_coroutine_threadsafe(reply, self._loop)
         return future.result().text
 
     def _exchange(self, job_id: int) -> tuple[Owner, str, list[Turn], int] | None:
