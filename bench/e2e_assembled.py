@@ -110,6 +110,7 @@ class AssembledStack:
             num_audio=int(first_audio is not None),
             completion_tokens=num_tokens,
             reply_chars=len(reply.strip()),
+            reply=reply.strip(),
             retrieval_ms=retrieval_ms,
             speech_text_ms=reply_ms,
         )

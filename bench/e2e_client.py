@@ -37,6 +37,7 @@ class TurnResult:
     # the text of the first audio was all at the client: limelight's first spoken piece,
     # the assembled stack's whole reply; first audio minus this is the wait for speech
     speech_text_ms: float | None = None
+    reply: str = ""  # what was said (to see why a turn had no audio, say)
 
 
 class Stack(Protocol):

@@ -71,6 +71,7 @@ class LimelightStack:
                 elif event == "error":
                     raise RuntimeError(f"limelight's reply failed: {data}")
         total_ms = (time.perf_counter() - start) * 1e3
+        reply = "".join(text for _, text in deltas).strip()
         return TurnResult(
             user=user.name,
             turn=turn,
@@ -80,7 +81,8 @@ class LimelightStack:
             total_ms=total_ms,
             num_audio=num_audio,
             completion_tokens=int(usage.get("completion_tokens", 0)),
-            reply_chars=len("".join(text for _, text in deltas).strip()),
+            reply_chars=len(reply),
+            reply=reply,
             prompt_tokens=usage.get("prompt_tokens"),
             cached_tokens=usage.get("cached_tokens"),
             speech_text_ms=_piece_complete_ms(deltas, first_audio[1]) if first_audio else None,
