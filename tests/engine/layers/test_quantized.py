@@ -73,11 +73,12 @@ def test_quantize_linears_keeps_tied_weights_shared(bits: int) -> None:
     model = nn.ModuleDict({"proj": nn.Linear(32, 32), "lm_head": nn.Linear(32, 50, bias=False)})
     model["lm_head"].weight = embed.weight
     switch = quantize_linears(model, bits=bits)
-    assert all(isinstance(m, QuantizedLinear) and m.switch is switch for m in model.values())
-    assert isinstance(model["proj"], Int4Linear if bits == 4 else Int8Linear)
-    head = model["lm_head"]
+    proj, head = model["proj"], model["lm_head"]
+    assert isinstance(proj, Int4Linear if bits == 4 else Int8Linear) and proj.switch is switch
     assert isinstance(head, Int8Linear) and head.weight is embed.weight  # int8 either way
     assert head.qweight.dtype == torch.int8 and head.qweight.shape == (50, 32)
+    switch.is_on = False  # a step with prompt tokens: the head's logits keep no state
+    assert head.switch is not switch and head.switch.is_on
 
 
 def test_int4_needs_whole_groups_else_int8() -> None:

@@ -135,13 +135,21 @@ HEAD_NAMES = ("lm_head",)  # kept at int8 when the rest is int4
 
 
 def quantize_linears(model: nn.Module, bits: int = 8) -> QuantSwitch:
-    """Give every `nn.Linear` of `model` a quantized copy; the switch they share."""
+    """Give every `nn.Linear` of `model` a quantized copy; the switch the blocks' share.
+
+    The output head has a switch of its own that stays on: its logits make no state that
+    the prefix cache keeps, so a prompt's last token may use the quantized head too (for a
+    prompt mostly served from the cache, the dense head was a large share of the step)."""
     if bits not in (4, 8):
         raise ValueError(f"weight-only quantization has 4 or 8 bits, not {bits}")
-    switch = QuantSwitch()
+    switch, head_switch = QuantSwitch(), QuantSwitch()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
-                int4 = bits == 4 and name not in HEAD_NAMES and Int4Linear.supports(child)
+            if not isinstance(child, nn.Linear):
+                continue
+            if name in HEAD_NAMES:
+                setattr(parent, name, Int8Linear(child, head_switch))
+            else:
+                int4 = bits == 4 and Int4Linear.supports(child)
                 setattr(parent, name, (Int4Linear if int4 else Int8Linear)(child, switch))
     return switch
