@@ -235,14 +235,18 @@ def add_background(sim: Sim, prompt_len: int, max_new: int) -> Sequence:
     return seq
 
 
-def test_a_background_prompt_waits_while_replies_run_then_decodes_beside_them() -> None:
+def test_a_background_prompt_waits_while_replies_run_then_decodes_beside_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(scheduler_module, "BACKGROUND_CHUNK", 16)
     sim = make_sim(max_num_batched_tokens=32)
     reply = add(sim, 10, 12)
     memory = add_background(sim, 20, 30)
     while reply.status is not Status.FINISHED:
         batch = step(sim)
         assert memory not in [item.seq for item in batch]  # not even a prompt chunk
-    assert [(item.seq, item.num_new) for item in step(sim)] == [(memory, 20)]  # alone: at once
+    assert [(item.seq, item.num_new) for item in step(sim)] == [(memory, 16)]  # alone, in
+    assert [(item.seq, item.num_new) for item in step(sim)] == [(memory, 4)]  # short chunks
     late = add(sim, 8, 60)  # a reply arriving while the background request decodes
     assert [(item.seq, item.num_new) for item in step(sim)] == [(memory, 1), (late, 8)]
     waiting = add_background(sim, 12, 2)  # another background prompt: waits for the reply
