@@ -1,11 +1,15 @@
 """Many concurrent streams over one engine; cancelled streams free their blocks."""
 
 import asyncio
+import threading
 
 import pytest
+import torch
 
 from limelight.engine.async_engine import AsyncEngine
-from limelight.engine.errors import RequestError
+from limelight.engine.errors import CheckpointError, RequestError
+from limelight.engine.llm_engine import LLMEngine
+from limelight.engine.threads import one_thread
 from limelight.engine.types import SamplingParams
 from tests.engine.fakes import tiny_engine
 from tests.engine.test_llm_engine import prompts, run_all
@@ -66,3 +70,32 @@ async def test_generate_reports_the_prefix_cache(engine: AsyncEngine) -> None:
     assert first.num_cached_tokens == 0
     assert second.num_cached_tokens == (len(prompt) - 1) // 16 * 16
     assert second.text == engine.engine.tokenizer.decode(second.token_ids)
+
+
+def test_a_built_engine_loads_in_the_worker_thread_and_errors_reach_the_caller() -> None:
+    """Building in the worker keeps the process at one OpenMP team (engine/threads.py)."""
+    built_in: list[str] = []
+
+    def build() -> LLMEngine:
+        built_in.append(threading.current_thread().name)
+        return tiny_engine()
+
+    engine = AsyncEngine(build)
+    try:
+        assert built_in == ["limelight-engine"]
+        assert asyncio.run(collect(engine, prompts(1, seed=1)[0]))[1] == PARAMS.max_tokens
+    finally:
+        engine.shutdown()
+
+    def broken() -> LLMEngine:
+        raise CheckpointError("no such model")
+
+    with pytest.raises(CheckpointError, match="no such model"):
+        AsyncEngine(broken)
+
+
+def test_one_thread_is_this_threads_and_put_back() -> None:
+    before = torch.get_num_threads()
+    with one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

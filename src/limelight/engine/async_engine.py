@@ -2,36 +2,51 @@
 
 The engine steps in a worker thread (PyTorch releases the GIL while it computes); asyncio
 callers hand it requests and aborts through an inbox and read their deltas from a queue
-each.  A stream that is cancelled or closed early aborts its request, and the worker frees
-its KV blocks before it runs another step.
+each.  A stream that is cancelled or closed early aborts its request, and the worker
+frees its KV blocks before it runs another step.  `from_pretrained` loads the model in
+that same thread, so that the process has one OpenMP team for the engine's kernels
+(threads.py says why that matters).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from limelight.engine.errors import RequestError
 from limelight.engine.llm import load_engine
 from limelight.engine.llm_engine import LLMEngine
+from limelight.engine.threads import ENGINE_THREADS
 from limelight.engine.tokenizer import Tokenizer
 from limelight.engine.types import RequestOutput, SamplingParams, StreamDelta
 
 
 class AsyncEngine:
-    def __init__(self, engine: LLMEngine) -> None:
-        self.engine = engine
+    engine: LLMEngine
+
+    def __init__(self, engine: LLMEngine | Callable[[], LLMEngine]) -> None:
+        """`engine`, or a function that builds it (called in the worker thread; its
+        errors are raised here)."""
         self._wake = threading.Condition()
         self._inbox: list[tuple[str, list[int], SamplingParams, bool]] = []
         self._aborts: list[str] = []
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
         self._closed = False
         self._counter = 0
-        self._worker = threading.Thread(target=self._run, name="limelight-engine", daemon=True)
+        self._ready = threading.Event()
+        self._load_error: BaseException | None = None
+        self._worker = threading.Thread(
+            target=self._serve, args=(engine,), name="limelight-engine", daemon=True
+        )
         self._worker.start()
+        self._ready.wait()
+        if self._load_error is not None:
+            raise self._load_error
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -42,7 +57,7 @@ class AsyncEngine:
 
     @classmethod
     def from_pretrained(cls, model: str | Path, **options: Any) -> AsyncEngine:
-        return cls(load_engine(model, **options)[0])
+        return cls(lambda: load_engine(model, **options)[0])
 
     async def stream(
         self,
@@ -110,6 +125,17 @@ class AsyncEngine:
     def _next_id(self) -> str:
         self._counter += 1
         return f"stream-{self._counter}"
+
+    def _serve(self, engine: LLMEngine | Callable[[], LLMEngine]) -> None:
+        torch.set_num_threads(ENGINE_THREADS)  # whatever other threads set before
+        try:
+            self.engine = engine if isinstance(engine, LLMEngine) else engine()
+        except BaseException as err:  # the caller raises it
+            self._load_error = err
+            return
+        finally:
+            self._ready.set()
+        self._run()
 
     def _run(self) -> None:
         while True:
