@@ -1,10 +1,13 @@
 """limelight's side of bench/engine.py, run as its own process on the benchmark's threads.
 
-`python -m bench.engine_limelight --model M --workload JSON` loads the model with
-`limelight.LLM`, measures every figure of the workload and prints one JSON object.
-Single-stream figures step `LLM`'s engine directly, one token per step; concurrent and
-shared-prefix figures go through `AsyncEngine` streams, as a server would.  Peak RSS and
-CPU time are this process's own over the concurrent figure (`bench.meter`).
+`python -m bench.engine_limelight --model M --workload JSON` loads the model as the
+server does (`AsyncEngine.from_pretrained`, in the engine's own thread), measures every
+figure of the workload and prints one JSON object.  Concurrent and shared-prefix figures
+go through `AsyncEngine` streams, as a server's requests do; the single-stream figures
+step the same engine directly, one token per step, as llama-cpp-python is called, in the
+engine's thread (`AsyncEngine.call`): a second thread computing with PyTorch would slow
+both (limelight/engine/threads.py).  Peak RSS and CPU time are this process's own
+over the concurrent figure (`bench.meter`).
 """
 
 from __future__ import annotations
@@ -22,28 +25,31 @@ import torch
 
 from bench.engine_workload import PRECISIONS, Prompts, Workload, progress
 from bench.meter import ProcessMeter
-from limelight import LLM, AsyncEngine, SamplingParams
+from limelight import AsyncEngine, SamplingParams
 from limelight.engine.layers.quantized import QuantizedLinear
 from limelight.engine.llm_engine import LLMEngine
 
 
-def measure(llm: LLM, workload: Workload) -> dict[str, Any]:
-    engine = llm.engine
+def measure(streams: AsyncEngine, workload: Workload) -> dict[str, Any]:
+    """Every figure; `streams` is shut down at the end."""
+    engine = streams.engine
     prompts = Prompts.build(
-        lambda text: llm.tokenizer.encode(text, add_special_tokens=False), workload
+        lambda text: streams.tokenizer.encode(text, add_special_tokens=False), workload
     )
-    _generate(engine, prompts.streams[:2], 4)  # warm-up
     progress("limelight", f"{workload.num_streams} concurrent streams")
-    throughput, usage = asyncio.run(_concurrent(engine, prompts.streams, workload))
+    throughput, usage = asyncio.run(_concurrent(streams, prompts.streams, workload))
+    progress("limelight", "shared-prefix TTFT")
+    ttft, cached = asyncio.run(_shared_prefix_ttft(streams, prompts))
     progress("limelight", "single-stream decode")
     decode = statistics.median(
-        _decode_rate(engine, prompts.decode, workload.num_new_tokens)
+        streams.call(lambda e: _decode_rate(e, prompts.decode, workload.num_new_tokens))
         for _ in range(workload.num_repeats)
     )
     progress("limelight", "prefill")
-    prefill = statistics.median(_prefill_rate(engine, ids) for ids in prompts.prefill)
-    progress("limelight", "shared-prefix TTFT")
-    ttft, cached = asyncio.run(_shared_prefix_ttft(engine, prompts))
+    prefill = statistics.median(
+        streams.call(lambda e, ids=ids: _prefill_rate(e, ids)) for ids in prompts.prefill
+    )
+    streams.shutdown()
     return {
         "decode": decode,
         "prefill": prefill,
@@ -53,21 +59,13 @@ def measure(llm: LLM, workload: Workload) -> dict[str, Any]:
         "cpu_seconds_per_mtok": usage["cpu_seconds_per_mtok"],
         "concurrent_cpu_seconds": usage["cpu_seconds"],
         "shared_prefix_cached_tokens": cached,
-        "weight_bytes": _weight_bytes(llm),
+        "weight_bytes": _weight_bytes(engine),
         "prompt_fingerprint": prompts.fingerprint,
     }
 
 
 def _greedy(max_tokens: int) -> SamplingParams:
     return SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
-
-
-def _generate(engine: LLMEngine, prompts: Sequence[list[int]], max_tokens: int) -> None:
-    ids = [engine.add_request(p, _greedy(max_tokens)) for p in prompts]
-    while engine.has_unfinished:
-        engine.step()
-    for request_id in ids:
-        engine.pop_output(request_id)
 
 
 def _decode_rate(engine: LLMEngine, prompt: list[int], num_tokens: int) -> float:
@@ -91,10 +89,10 @@ def _prefill_rate(engine: LLMEngine, prompt: list[int]) -> float:
 
 
 async def _concurrent(
-    engine: LLMEngine, prompts: list[list[int]], workload: Workload
+    streams: AsyncEngine, prompts: list[list[int]], workload: Workload
 ) -> tuple[float, dict[str, float]]:
     """Aggregate tokens/s of all streams at once, and this process's peak RSS and CPU."""
-    streams = AsyncEngine(engine)
+    await asyncio.gather(*(streams.generate(p, _greedy(4)) for p in prompts[:2]))  # warm-up
     params = _greedy(workload.num_new_tokens)
 
     async def one(prompt: list[int]) -> int:
@@ -106,7 +104,6 @@ async def _concurrent(
     counts = await asyncio.gather(*(one(p) for p in prompts))
     elapsed = time.perf_counter() - start
     usage = meter.stop()
-    streams.shutdown()
     num_tokens = sum(counts)
     assert num_tokens == len(prompts) * workload.num_new_tokens
     return num_tokens / elapsed, {
@@ -116,9 +113,8 @@ async def _concurrent(
     }
 
 
-async def _shared_prefix_ttft(engine: LLMEngine, prompts: Prompts) -> tuple[float, int]:
+async def _shared_prefix_ttft(streams: AsyncEngine, prompts: Prompts) -> tuple[float, int]:
     """Median time to first token of new conversations after one used the same prefix."""
-    streams = AsyncEngine(engine)
     first, *others = prompts.shared
     await streams.generate(first, _greedy(16))  # the conversation that came before
     ttfts, cached = [], []
@@ -127,25 +123,24 @@ async def _shared_prefix_ttft(engine: LLMEngine, prompts: Prompts) -> tuple[floa
         output = await streams.generate(prompt, _greedy(1))
         ttfts.append(time.perf_counter() - start)
         cached.append(output.num_cached_tokens)
-    streams.shutdown()
     return statistics.median(ttfts), min(cached)
 
 
-def _weight_bytes(llm: LLM) -> int:
+def _weight_bytes(engine: LLMEngine) -> int:
     """Bytes of weights one decode step reads: the quantized copies where a layer has one."""
-    model = llm.engine.runner.model
+    model = engine.runner.model
     quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
     if quantized:
         own = {m.weight.data_ptr() for m in quantized}
         rest = [p for p in model.parameters() if p.data_ptr() not in own and p.ndim == 1]
         parts = [b for m in quantized for b in m.buffers(recurse=False)] + rest
         return sum(t.numel() * t.element_size() for t in parts)
-    return _all_weight_bytes(llm)
+    return _all_weight_bytes(engine)
 
 
-def _all_weight_bytes(llm: LLM) -> int:
+def _all_weight_bytes(engine: LLMEngine) -> int:
     """Bytes of the model's parameters and buffers: what one decode step reads at least."""
-    model = llm.engine.runner.model
+    model = engine.runner.model
     tensors = {t.data_ptr(): t for t in (*model.parameters(), *model.buffers())}
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
@@ -158,8 +153,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     workload = Workload.from_json(args.workload)
     torch.set_num_threads(workload.num_threads)
-    llm = LLM(args.model, **PRECISIONS[args.precision])
-    print(json.dumps(measure(llm, workload)), flush=True)
+    streams = AsyncEngine.from_pretrained(args.model, **PRECISIONS[args.precision])
+    print(json.dumps(measure(streams, workload)), flush=True)
 
 
 if __name__ == "__main__":

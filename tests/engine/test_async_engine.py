@@ -99,3 +99,18 @@ def test_one_thread_is_this_threads_and_put_back() -> None:
     with one_thread():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_call_runs_in_the_engine_thread_between_steps(engine: AsyncEngine) -> None:
+    def where(inner: LLMEngine) -> tuple[str, bool]:
+        return threading.current_thread().name, inner is engine.engine
+
+    assert engine.call(where) == ("limelight-engine", True)
+
+    def broken(inner: LLMEngine) -> None:
+        raise ValueError("from the engine thread")
+
+    with pytest.raises(ValueError, match="from the engine thread"):
+        engine.call(broken)
+    tokens, _ = asyncio.run(collect(engine, prompts(1, seed=2)[0]))  # still serving
+    assert tokens == run_all(tiny_engine(), prompts(1, seed=2), PARAMS)[0]

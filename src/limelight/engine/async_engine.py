@@ -13,17 +13,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from limelight.engine.errors import RequestError
 from limelight.engine.llm import load_engine
 from limelight.engine.llm_engine import LLMEngine
-from limelight.engine.threads import ENGINE_THREADS
 from limelight.engine.tokenizer import Tokenizer
 from limelight.engine.types import RequestOutput, SamplingParams, StreamDelta
+
+T = TypeVar("T")
 
 
 class AsyncEngine:
@@ -31,17 +33,22 @@ class AsyncEngine:
 
     def __init__(self, engine: LLMEngine | Callable[[], LLMEngine]) -> None:
         """`engine`, or a function that builds it (called in the worker thread; its
-        errors are raised here)."""
+        errors are raised here).  The worker computes on as many CPU threads as the
+        calling thread would (`torch.set_num_threads` before this call sets it)."""
         self._wake = threading.Condition()
         self._inbox: list[tuple[str, list[int], SamplingParams, bool]] = []
         self._aborts: list[str] = []
+        self._calls: list[tuple[Callable[[LLMEngine], Any], Future[Any]]] = []
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = {}
         self._closed = False
         self._counter = 0
         self._ready = threading.Event()
         self._load_error: BaseException | None = None
         self._worker = threading.Thread(
-            target=self._serve, args=(engine,), name="limelight-engine", daemon=True
+            target=self._serve,
+            args=(engine, torch.get_num_threads()),
+            name="limelight-engine",
+            daemon=True,
         )
         self._worker.start()
         self._ready.wait()
@@ -116,6 +123,19 @@ class AsyncEngine:
             logprobs=[lp for d in deltas for lp in d.logprobs],
         )
 
+    def call(self, fn: Callable[[LLMEngine], T]) -> T:
+        """`fn(engine)` run in the engine's thread between steps (nothing else steps while
+        it runs); returns its result or raises its error.  It blocks: not for the event
+        loop.  For work that must compute on the engine's own thread (threads.py), such
+        as a benchmark that steps the engine directly."""
+        done: Future[T] = Future()
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the engine is shut down")
+            self._calls.append((fn, done))
+            self._wake.notify()
+        return done.result()
+
     def shutdown(self) -> None:
         with self._wake:
             self._closed = True
@@ -126,8 +146,8 @@ class AsyncEngine:
         self._counter += 1
         return f"stream-{self._counter}"
 
-    def _serve(self, engine: LLMEngine | Callable[[], LLMEngine]) -> None:
-        torch.set_num_threads(ENGINE_THREADS)  # whatever other threads set before
+    def _serve(self, engine: LLMEngine | Callable[[], LLMEngine], num_threads: int) -> None:
+        torch.set_num_threads(num_threads)  # this thread's own setting
         try:
             self.engine = engine if isinstance(engine, LLMEngine) else engine()
         except BaseException as err:  # the caller raises it
@@ -141,13 +161,23 @@ class AsyncEngine:
         while True:
             with self._wake:
                 while not (
-                    self._closed or self._inbox or self._aborts or self.engine.has_unfinished
+                    self._closed
+                    or self._inbox
+                    or self._aborts
+                    or self._calls
+                    or self.engine.has_unfinished
                 ):
                     self._wake.wait()
                 if self._closed:
                     return
                 inbox, self._inbox = self._inbox, []
                 aborts, self._aborts = self._aborts, []
+                calls, self._calls = self._calls, []
+            for fn, done in calls:
+                try:
+                    done.set_result(fn(self.engine))
+                except BaseException as err:  # the caller raises it
+                    done.set_exception(err)
             for request_id in aborts:
                 self.engine.abort(request_id)
             for request_id, token_ids, params, background in inbox:
@@ -155,6 +185,8 @@ class AsyncEngine:
                     self.engine.add_request(token_ids, params, request_id, background)
                 except RequestError as err:
                     self._deliver(request_id, err)
+            if not self.engine.has_unfinished:
+                continue
             try:
                 deltas = self.engine.step()
             except Exception as err:  # a failed step fails its streams, not the process

@@ -19,8 +19,6 @@ from contextlib import contextmanager
 
 import torch
 
-ENGINE_THREADS = torch.get_num_threads()  # PyTorch's default: the machine's cores
-
 
 @contextmanager
 def one_thread() -> Iterator[None]:
