@@ -4,6 +4,7 @@ regenerate, swipe, edit, delete and branch, and sessions private to their user."
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -279,3 +280,33 @@ def test_regenerate_without_a_greeting_sees_the_same_prompt(http: httpx.Client) 
     second = http.post(url, params={"user": "alice"}, json={"stream": False, **FAST}).json()
     assert second["message"]["parent_id"] == first["message"]["parent_id"]
     assert second["usage"]["prompt_tokens"] == first["usage"]["prompt_tokens"]
+
+
+def wait_until_idle(http: httpx.Client, lookups_before: int, timeout: float = 120) -> None:
+    """Until the engine has taken a new prompt and stopped stepping for half a second."""
+    deadline, last_steps = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline:
+        stats = http.get("/api/stats").json()
+        if stats["prompt_tokens_looked_up"] > lookups_before and stats["steps"] == last_steps:
+            return
+        last_steps = stats["steps"]
+        time.sleep(0.5)
+    raise AssertionError("the engine did not settle")
+
+
+def test_a_new_sessions_opening_is_computed_before_its_first_message(
+    http: httpx.Client,
+) -> None:
+    """Creating a session computes its opening (character, profile, greeting) in the
+    background, so the first message to a character nobody has used finds it cached."""
+    lines = (f"Ilse keeps lighthouse number {i} on the rock called {i * 7}." for i in range(40))
+    card = {"name": "Ilse Brandt", "description": " ".join(lines), "first_mes": "Welcome!"}
+    created = http.post("/api/characters", json=card)
+    assert created.status_code == 201, created.text
+    before = http.get("/api/stats").json()["prompt_tokens_looked_up"]
+    session = new_session(http, created.json()["slug"])
+    wait_until_idle(http, before)
+    path = f"/api/sessions/{session['id']}/messages?user=alice"
+    usage = http.post(path, json={"content": "Hello!", "stream": False, **FAST}).json()["usage"]
+    # all but the message and the template's last tokens (within a block) were cached
+    assert usage["prompt_tokens"] > 600 and usage["cached_tokens"] >= usage["prompt_tokens"] - 32

@@ -11,6 +11,7 @@ loop keeps streaming other users' tokens.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -22,7 +23,7 @@ from limelight.characters import parse_card
 from limelight.chat import tree
 from limelight.chat.lore import lore_sections
 from limelight.chat.persona import USER_NAME, Persona, persona
-from limelight.chat.prompt import Prompt, PromptParts, Turn, build_prompt
+from limelight.chat.prompt import Prompt, PromptParts, Turn, build_prompt, render
 from limelight.engine.async_engine import AsyncEngine
 from limelight.engine.types import SamplingParams
 from limelight.store import Character, ChatSession, Message, Store, User, new_id
@@ -31,6 +32,8 @@ REPLY_DEFAULTS = SamplingParams(
     temperature=0.8, top_p=0.95, repetition_penalty=1.1, max_tokens=256, stop=[f"\n{USER_NAME}:"]
 )
 NUM_MEMORIES = 6
+WARM_PARAMS = SamplingParams(temperature=0, max_tokens=1)  # a session's opening, computed
+log = logging.getLogger(__name__)
 API_SESSION_TITLE = "API"  # where OpenAI-API exchanges on a character are recorded
 
 
@@ -105,6 +108,32 @@ class ChatService:
         return tree.create_session(
             db, user_id, character.id, greetings, self._profile(db, user_id, character.id)
         )
+
+    async def warm(self, user_id: str, session_id: str) -> None:
+        """Compute a new session's opening (the character, this user's profile, the
+        greeting) as background work while the user writes, so that the first message
+        finds it in the prefix cache and computes little more than itself.  Best effort:
+        a failure costs only the head start, and is logged."""
+        try:
+            text = await asyncio.to_thread(self._opening, user_id, session_id)
+            await self.engine.generate(text, WARM_PARAMS, background=True)
+        except Exception:
+            log.warning("could not warm session %s", session_id, exc_info=True)
+
+    def _opening(self, user_id: str, session_id: str) -> str:
+        """The prompt a first message would get, with the message left empty: everything
+        before the message is the same text (and tokens) as the real prompt's."""
+        with self.store.reader() as db:
+            chat = tree.read_session(db, session_id, user_id)
+            turn = self._turn(db, chat, self._history(db, chat), "", None)
+        recent = [t.content for t in turn.history[-8:]]
+        constant, _ = lore_sections(turn.persona.lorebook, recent, self._count)
+        parts = PromptParts(
+            definition=turn.persona.definition,
+            stable=_stable(turn.persona.name, turn.profile, constant, turn.extra_system),
+            history=turn.history,
+        )
+        return render(parts, self._template)
 
     def character(self, db: Session, slug: str) -> Character:
         row = db.scalar(select(Character).where(Character.slug == slug))

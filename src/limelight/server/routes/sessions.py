@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Response, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,9 +44,14 @@ ChatSessionDep = Annotated[ChatSession, Depends(owned_session)]
 
 @router.post("", status_code=201)
 def create_session(
-    body: api.SessionCreate, svc: ServicesDep, db: DatabaseDep, caller: CallerDep
+    body: api.SessionCreate,
+    svc: ServicesDep,
+    db: DatabaseDep,
+    caller: CallerDep,
+    after: BackgroundTasks,
 ) -> api.SessionPublic:
     chat = svc.chat.start_session(db, caller.user(body.user), body.character)
+    after.add_task(svc.chat.warm, chat.user_id, chat.id)  # once committed and answered
     return session_public(db, chat)
 
 
