@@ -15,9 +15,9 @@ the last line is one JSON object (`ttft_p50_ms` ... and `assembled_ttft_p50_ms` 
 A full run takes about 5 minutes on an idle 2-core machine, most of it the memory worker
 forming the warm-up memories (`--warmup-turns` shortens it).  The figures move with the
 machine's load, which is printed beside them; measured with the defaults at a load
-average of 1.2-2.0 (p50, ms, limelight / assembled):
-    time to first token     2,693 / 10,800   ratio 0.25
-    time to first audio     7,021 / 12,756   ratio 0.55
+average of 0.3-2.1 (p50, ms, limelight / assembled; four runs):
+    time to first token     528-745 / 9,476-11,895    ratio 0.05-0.08
+    time to first audio     2,668-2,983 / 11,161-14,606   ratio 0.20-0.24
 """
 
 from __future__ import annotations

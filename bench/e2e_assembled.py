@@ -109,7 +109,6 @@ class AssembledStack:
             total_ms=(time.perf_counter() - start) * 1e3,
             num_audio=int(first_audio is not None),
             completion_tokens=num_tokens,
-            reply_chars=len(reply.strip()),
             reply=reply.strip(),
             retrieval_ms=retrieval_ms,
             speech_text_ms=reply_ms,

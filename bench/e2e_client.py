@@ -30,7 +30,6 @@ class TurnResult:
     total_ms: float  # request sent → the last byte of the turn (audio included)
     num_audio: int  # audio events (limelight) or responses (assembled)
     completion_tokens: int
-    reply_chars: int
     prompt_tokens: int | None = None  # as the server counted them, where it says
     cached_tokens: int | None = None  # prompt tokens served from the prefix cache
     retrieval_ms: float | None = None  # the assembled stack's search call

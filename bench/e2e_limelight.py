@@ -81,7 +81,6 @@ class LimelightStack:
             total_ms=total_ms,
             num_audio=num_audio,
             completion_tokens=int(usage.get("completion_tokens", 0)),
-            reply_chars=len(reply),
             reply=reply,
             prompt_tokens=usage.get("prompt_tokens"),
             cached_tokens=usage.get("cached_tokens"),

@@ -23,7 +23,7 @@ from limelight.characters import parse_card
 from limelight.chat import tree
 from limelight.chat.lore import lore_sections
 from limelight.chat.persona import USER_NAME, Persona, persona
-from limelight.chat.prompt import Prompt, PromptParts, Turn, build_prompt, render
+from limelight.chat.prompt import Prompt, PromptParts, Turn, build_prompt
 from limelight.engine.async_engine import AsyncEngine
 from limelight.engine.types import SamplingParams
 from limelight.store import Character, ChatSession, Message, Store, User, new_id
@@ -121,19 +121,13 @@ class ChatService:
             log.warning("could not warm session %s", session_id, exc_info=True)
 
     def _opening(self, user_id: str, session_id: str) -> str:
-        """The prompt a first message would get, with the message left empty: everything
-        before the message is the same text (and tokens) as the real prompt's."""
+        """The prompt a first message would get, with the message and what it would recall
+        left empty: everything before them is the same text (and tokens) as the real one's."""
         with self.store.reader() as db:
             chat = tree.read_session(db, session_id, user_id)
             turn = self._turn(db, chat, self._history(db, chat), "", None)
-        recent = [t.content for t in turn.history[-8:]]
-        constant, _ = lore_sections(turn.persona.lorebook, recent, self._count)
-        parts = PromptParts(
-            definition=turn.persona.definition,
-            stable=_stable(turn.persona.name, turn.profile, constant, turn.extra_system),
-            history=turn.history,
-        )
-        return render(parts, self._template)
+        turn.context = ""  # nothing to recall for an empty message
+        return self._prompt(turn).text
 
     def character(self, db: Session, slug: str) -> Character:
         row = db.scalar(select(Character).where(Character.slug == slug))
@@ -230,9 +224,7 @@ class ChatService:
                 turn.user_id, turn.character_id, turn.message, NUM_MEMORIES, visible
             )
             turn.recalled = [m for m in recalled if f"\n- {m}\n" not in f"\n{shown}\n"]
-        lore = (
-            "" if triggered_lore and f"[Background: {triggered_lore}]" in shown else triggered_lore
-        )
+        lore = "" if triggered_lore and _retrieved([], triggered_lore) in shown else triggered_lore
         return _retrieved(turn.recalled, lore)
 
     def _template(self, messages: list[dict[str, str]]) -> str:

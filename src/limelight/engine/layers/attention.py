@@ -61,7 +61,6 @@ class PagedAttention(nn.Module):
                 queries, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=True
             )
         else:
-            mask = batch.attention_mask(self.sliding_window) if mask is None else mask
             out = _softcapped_attention(queries, keys, values, mask, self.scale, self.logit_softcap)
         if is_decode:
             return out.to(q.dtype).flatten(1)  # [B, H * D]
@@ -93,7 +92,7 @@ def _compute_dtype(q: Tensor) -> torch.dtype:
 
 
 def _softcapped_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, cap: float
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, cap: float
 ) -> Tensor:
     """Attention with tanh-capped logits (Gemma 2 style), which SDPA cannot express."""
     groups = q.shape[1] // k.shape[1]
@@ -101,5 +100,6 @@ def _softcapped_attention(
     v = v.repeat_interleave(groups, dim=1)
     scores = (q @ k.transpose(-1, -2)) * scale  # [B, H, Lq, Lk]
     scores = torch.tanh(scores / cap) * cap
-    scores = scores.masked_fill(~mask, float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
     return torch.softmax(scores, dim=-1) @ v

@@ -79,10 +79,7 @@ class ForwardBatch:
 
         query_pos = starts[:, None] + torch.arange(max_q)  # [B, Lq]
         query_valid = torch.arange(max_q) < query_lens[:, None]
-        num_tokens = int(query_lens.sum())
-        flat_of_padded = torch.full((len(seqs), max_q), num_tokens)
-        flat_of_padded[query_valid] = torch.arange(num_tokens)
-        padded_of_flat = torch.arange(len(seqs) * max_q).view(len(seqs), max_q)[query_valid]
+        flat_of_padded, padded_of_flat = _flat_and_padded(query_valid)
         positions = query_pos[query_valid]
         rows = torch.arange(len(seqs)).repeat_interleave(query_lens)
 
@@ -134,6 +131,16 @@ class ForwardBatch:
                 mask &= (q - k < sliding_window) | (q == _PAD_QUERY_POSITION)
             self._masks[sliding_window] = mask[:, None]
         return self._masks[sliding_window]
+
+
+def _flat_and_padded(query_valid: Tensor) -> tuple[Tensor, Tensor]:
+    """[B, Lq] real-token mask → (flat index of each padded place, T for padding;
+    padded index of each flat token)."""
+    num_tokens = int(query_valid.sum())
+    flat_of_padded = torch.full(query_valid.shape, num_tokens)
+    flat_of_padded[query_valid] = torch.arange(num_tokens)
+    padded_of_flat = torch.arange(query_valid.numel()).view(query_valid.shape)[query_valid]
+    return flat_of_padded, padded_of_flat
 
 
 def _slots(seqs: list[SequenceSlice], positions: Tensor, block_size: int) -> Tensor:

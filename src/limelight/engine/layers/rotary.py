@@ -62,8 +62,7 @@ class RotaryEmbedding(nn.Module):
 
     def _cos_sin(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """cos and a signed sin, [T, 1, R] each: the sin's first half is negated, so that
-        rotate-half becomes a roll (one kernel where slicing, negating and joining took four;
-        a decode step runs this in every layer)."""
+        rotate-half becomes a swap of halves with no negation (`_swap_halves`)."""
         cached = self._cached
         if cached is not None and cached[0] is positions and cached[1] == dtype:
             return cached[2], cached[3]
