@@ -6,19 +6,27 @@ complete, while generation goes on, and comes back as a `Spoken` event in reply 
 All audio is sent before the reply's `Done`, so a client that sees `done` has everything.
 
 `VoiceWorker` owns the synthesis and transcription threads: the two models are CPU work
-that would stall the event loop, and they share two cores with the engine, so a small
-fixed pool bounds how much of the machine speech can take.
+that would stall the event loop, and they share two cores with the engine, so one
+synthesis thread bounds how much of the machine speech can take.  That thread takes the
+piece whose listener will need it first (`DeadlineExecutor`): a reply's first piece is
+needed now, a later one when the pieces before it have played, which `speak` estimates
+from their length.  So with several replies speaking at once, one user's first sentence
+does not wait behind another's fourth.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
+import threading
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from limelight.chat import Delta, Done, ReplyEvent
 from limelight.voice import (
@@ -35,6 +43,10 @@ from limelight.voice import (
 
 log = logging.getLogger("limelight.server")
 STREAM_FORMAT = "wav"  # what a browser's <audio> plays without a codec question
+# Speech per second at rate 1, on the low side (Piper's joe says ~19 characters a
+# second), so that a later piece's deadline comes before its turn to play, not after.
+CHARACTERS_PER_SECOND = 15.0
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -47,11 +59,58 @@ class Spoken:
 SpokenEvent = ReplyEvent | Spoken
 
 
+class DeadlineExecutor:
+    """One thread that runs the submitted calls earliest deadline first (deadlines are
+    `time.monotonic()` seconds; equal ones run in the order submitted).  A call whose
+    future is cancelled before it starts never runs."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: list[tuple[float, int, Callable[[], Any], Future[Any]]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, deadline: float, fn: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the executor is shut down")
+            heapq.heappush(self._queue, (deadline, next(self._order), fn, future))
+            self._wake.notify()
+        return future
+
+    def shutdown(self) -> None:
+        """Cancel what has not started; the call running now finishes."""
+        with self._wake:
+            self._closed = True
+            for *_, future in self._queue:
+                future.cancel()
+            self._queue.clear()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._queue or self._closed):
+                    self._wake.wait()
+                if self._closed:
+                    return
+                *_, fn, future = heapq.heappop(self._queue)
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as err:  # the awaiting caller raises it
+                future.set_exception(err)
+
+
 class VoiceWorker:
     def __init__(self, tts_threads: int = 1, stt_threads: int = 2) -> None:
         self.speech = Speech(num_threads=tts_threads)
         self.transcriber = Transcriber(num_threads=stt_threads)
-        self._synth = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tts")
+        self._synth = DeadlineExecutor("tts")
         self._listen = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt")
 
     def warm_up(self) -> None:
@@ -67,9 +126,14 @@ class VoiceWorker:
             )
         return profile
 
-    async def synthesize(self, text: str, profile: VoiceProfile) -> Audio:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._synth, self.speech.synthesize, text, profile)
+    async def synthesize(
+        self, text: str, profile: VoiceProfile, deadline: float | None = None
+    ) -> Audio:
+        """`text` spoken; `deadline` (`time.monotonic()` seconds, default now) orders it
+        among the syntheses waiting for the thread."""
+        deadline = time.monotonic() if deadline is None else deadline
+        job = self._synth.submit(deadline, lambda: self.speech.synthesize(text, profile))
+        return await asyncio.wrap_future(job)
 
     async def transcribe(self, audio: bytes, language: str | None = "en") -> Transcript:
         loop = asyncio.get_running_loop()
@@ -78,7 +142,7 @@ class VoiceWorker:
         )
 
     def shutdown(self) -> None:
-        self._synth.shutdown(wait=False, cancel_futures=True)
+        self._synth.shutdown()
         self._listen.shutdown(wait=False, cancel_futures=True)
 
 
@@ -100,6 +164,7 @@ async def speak(
     splitter = SentenceSplitter()
     pending: deque[tuple[str, asyncio.Future[Audio]]] = deque()  # in reply order
     count = 0  # sentences sent
+    needed_at: float | None = None  # when the next piece will be needed (monotonic s)
     try:
         async for event in _with_ticks(events, pending):
             if isinstance(event, Delta):
@@ -108,7 +173,11 @@ async def speak(
             else:  # the reply's end, or None: the oldest synthesis finished between deltas
                 sentences = splitter.flush() if isinstance(event, Done) else []
             for text in sentences:
-                pending.append((text, asyncio.ensure_future(voice.synthesize(text, profile))))
+                now = time.monotonic()
+                deadline = now if needed_at is None else max(now, needed_at)
+                needed_at = deadline + len(text) / (CHARACTERS_PER_SECOND * profile.rate)
+                job = voice.synthesize(text, profile, deadline)
+                pending.append((text, asyncio.ensure_future(job)))
             if isinstance(event, Done) and pending:
                 await asyncio.wait([future for _, future in pending])
             while pending and pending[0][1].done():
