@@ -26,6 +26,10 @@ from limelight.voice.markup import is_inside_markup
         ("what the f*ck", "what the fck"),  # nor does one inside a word
         ("snake_case stays", "snake_case stays"),
         ("*waves, then never closes", ""),
+        ('*She turns.* "Come in." *sits*', '"Come in."'),
+        ('*She turns and says, "Come in, please." Then she sits.*', "Come in, please."),
+        ("*He nods: “Yes.” and “Go.” He leaves", "Yes. Go."),  # unclosed: to the end
+        ('*She says, "Come in', ""),  # an unclosed quote is not yet speech
         ("Sure! *nods*", "Sure!"),
         ("Line one\n\n---\n\nLine two", "Line one Line two"),
         ("*sigh* ... *shrugs*", ""),  # punctuation alone is nothing to say

@@ -1,7 +1,8 @@
 """What of a chat reply is read aloud: roleplay actions and markdown are not.
 
-`speakable(text)` drops actions between single asterisks (`*smiles*`), fenced code and
-emoji, keeps the words of emphasis, links and list items without their symbols, and
+`speakable(text)` drops actions between single asterisks (`*smiles*`) but for the speech
+quoted inside one (`*She turns. "Come in."*` says "Come in."), fenced code and emoji,
+keeps the words of emphasis, links and list items without their symbols, and
 squeezes whitespace.  `is_inside_markup(text)` says whether `text` ends inside an action
 or a code fence, where a streaming splitter must not cut.  Regular expressions over plain
 strings: no markdown parser, because the input is a chat reply, not a document, and an
@@ -17,6 +18,7 @@ import unicodedata
 # closing (not after a space, not before a word character); "5 * 3" and "f*ck" are none.
 _ACTION = re.compile(r"(?<![\w*])\*(?=[^\s*])(.*?)(?<=[^\s*])\*(?![\w*])", re.DOTALL)
 _ACTION_OPEN = re.compile(r"(?<![\w*])\*(?=[^\s*]).*", re.DOTALL)  # unclosed: to the end
+_QUOTED = re.compile(r'"([^"]*\w[^"]*)"|“([^”]*\w[^”]*)”')  # what a narrated action says
 _FENCE = re.compile(r"```.*?(```|$)", re.DOTALL)  # a code block, closed or not
 _IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
@@ -34,12 +36,18 @@ def speakable(text: str) -> str:
     text = _IMAGE.sub(" ", text)
     text = _LINK.sub(r"\1", text)
     text = text.replace("**", "").replace("__", "")  # bold: keep the words
-    text = _ACTION.sub(" ", text)
-    text = _ACTION_OPEN.sub(" ", text)
+    text = _ACTION.sub(_quoted_speech, text)
+    text = _ACTION_OPEN.sub(_quoted_speech, text)
     text = _SYMBOLS.sub("", text)
     text = "".join(" " if unicodedata.category(char) == "So" else char for char in text)
     text = _SPACE_BEFORE_MARK.sub(r"\1", " ".join(text.split()))
     return text if any(char.isalnum() for char in text) else ""
+
+
+def _quoted_speech(action: re.Match[str]) -> str:
+    """An action replaced by the speech quoted in it (a space if none)."""
+    quotes = [a or b for a, b in _QUOTED.findall(action.group(0))]
+    return f" {' '.join(quotes)} "
 
 
 def is_inside_markup(text: str) -> bool:
