@@ -267,6 +267,29 @@ def test_a_background_request_is_not_starved(monkeypatch: pytest.MonkeyPatch) ->
     run(sim)
 
 
+def test_background_prompts_share_one_chunk_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory jobs that all waited their limit at once add one chunk to a reply's steps,
+    not one each; alone, they still take one chunk per step."""
+    monkeypatch.setattr(scheduler_module, "BACKGROUND_CHUNK", 16)
+    sim = make_sim(num_blocks=64, max_num_batched_tokens=128)
+    reply = add(sim, 10, 40)
+    jobs = [add_background(sim, 40, 2) for _ in range(3)]
+    step(sim)  # the reply's prompt; the jobs wait
+    later = max(job.queued_at for job in jobs) + BACKGROUND_MAX_WAIT_S + 1
+    monkeypatch.setattr(scheduler_module.time, "monotonic", lambda: later)
+
+    done = 0  # the jobs' prompt tokens computed
+    for _ in range(7):  # their 3 x 40 prompt tokens take 8 steps at 16 a step at most
+        before = {job: job.num_computed for job in jobs}
+        batch = step(sim)
+        assert reply in [item.seq for item in batch]  # its decode slot, every step
+        prompt = sum(min(i.num_new, 40 - before[i.seq]) for i in batch if i.seq in before)
+        assert 0 < prompt <= 16
+        done += prompt
+    assert done == 7 * 16  # one full chunk a step: shared, yet never idle
+    run(sim)
+
+
 def test_background_work_runs_when_nothing_else_can() -> None:
     """A reply that cannot get KV blocks must not leave a background request idle."""
     sim = make_sim(num_blocks=12, max_num_batched_tokens=64)

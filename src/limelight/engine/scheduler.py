@@ -11,10 +11,13 @@ Background requests (memory work: nobody waits on them) yield to the others: the
 tokens are computed, and waiting ones admitted, only in steps that no other request needs
 a prompt chunk or a decode slot in, or once they have waited `BACKGROUND_MAX_WAIT_S`.  A
 step with prompt tokens runs every row through the dense weights (quantized.py), so even a
-small background chunk would slow every reply's decode step several times over.  And a
-background chunk is at most `BACKGROUND_CHUNK` tokens even when it runs alone, so that a
-reply arriving meanwhile waits for a short step, not a 512-token one (about 0.55 s here).
-Once prefilled, a background request decodes beside the others (one row more).
+small background chunk would slow every reply's decode step several times over.  And all
+background prompts together get at most `BACKGROUND_CHUNK` tokens per step, even when they
+run alone: a reply arriving meanwhile waits for a short step, not a 512-token one (about
+0.55 s here), and when several have waited their limit at once (a server's memory jobs
+after a busy minute), replies' steps grow by one chunk, not one per job (four users' third
+turns decoded at 2 tok/s each with one per job).  Once prefilled, a background request
+decodes beside the others (one row more).
 
 With speculative decoding on, a decoding sequence also gets up to `num_lookahead` slots
 for draft tokens (see `speculative.py`), as far as the budget, its `max_tokens`, the
@@ -34,7 +37,7 @@ from limelight.engine.sequence import Sequence, Status
 from limelight.engine.types import EngineConfig
 
 BACKGROUND_MAX_WAIT_S = 30.0  # then a background prompt goes in as if someone waited on it
-BACKGROUND_CHUNK = 32  # prompt tokens of a background request per step (~40 ms here)
+BACKGROUND_CHUNK = 32  # prompt tokens of all background requests per step (~40 ms here)
 
 
 @dataclass(slots=True)
@@ -100,20 +103,25 @@ class Scheduler:
                 lookahead[seq] = self._reserve_lookahead(seq, budget)
                 budget -= lookahead[seq]
         busy = defer_background
+        background = BACKGROUND_CHUNK  # prompt tokens left for background requests
         for seq in sorted(prefilling, key=lambda s: s.background):  # replies first
-            if budget and seq.status is Status.RUNNING and not self._yields(seq, busy):
-                take = self._chunk(seq, budget)
+            if seq.status is not Status.RUNNING or self._yields(seq, busy):
+                continue
+            take = self._chunk(seq, budget, background)
+            if take:
                 batch.append((seq, take))
                 budget -= take
+                background -= take if seq.background else 0
         while budget and len(self.running) < self.config.max_num_seqs:
-            admitted = self._next_waiting(busy)
+            admitted = self._next_waiting(busy, background > 0)
             if admitted is None or not self.blocks.can_allocate(admitted):
                 break
             self.waiting.remove(admitted)
             self._admit(admitted)
-            take = self._chunk(admitted, budget)
+            take = self._chunk(admitted, budget, background)
             batch.append((admitted, take))
             budget -= take
+            background -= take if admitted.background else 0
         # a decoding sequence may have been preempted after it was batched
         batch = [(s, n) for s, n in batch if s.status is Status.RUNNING]
         return [
@@ -124,8 +132,9 @@ class Scheduler:
         ]
 
     @staticmethod
-    def _chunk(seq: Sequence, budget: int) -> int:
-        return min(seq.num_pending, budget, BACKGROUND_CHUNK if seq.background else budget)
+    def _chunk(seq: Sequence, budget: int, background: int) -> int:
+        """Prompt tokens for `seq` in this step; background requests share `background`."""
+        return min(seq.num_pending, budget, background if seq.background else budget)
 
     def _has_foreground(self) -> bool:
         """Whether any request someone waits on is running or waiting."""
@@ -137,9 +146,12 @@ class Scheduler:
         """A background request's prompt waits while others run, up to a limit."""
         return seq.background and busy and time.monotonic() - seq.queued_at < BACKGROUND_MAX_WAIT_S
 
-    def _next_waiting(self, busy: bool) -> Sequence | None:
-        """The first waiting request that may start: others before background ones."""
+    def _next_waiting(self, busy: bool, background_room: bool) -> Sequence | None:
+        """The first waiting request that may start: others before background ones, and
+        background ones only while this step has room for their prompt tokens."""
         ready = [s for s in self.waiting if not self._yields(s, busy)]
+        if not background_room:
+            ready = [s for s in ready if not s.background]
         return next((s for s in ready if not s.background), ready[0] if ready else None)
 
     def finish(self, seq: Sequence) -> None:
