@@ -16,7 +16,7 @@ background prompts together get at most `BACKGROUND_CHUNK` tokens per step, even
 run alone: a reply arriving meanwhile waits for a short step, not a 512-token one (about
 0.55 s here), and when several have waited their limit at once (a server's memory jobs
 after a busy minute), replies' steps grow by one chunk, not one per job (four users' third
-turns decoded at 2 tok/s each with one per job).  Once prefilled, a background request
+turns decoded at 2-4 tok/s each with one per job).  Once prefilled, a background request
 decodes beside the others (one row more).
 
 With speculative decoding on, a decoding sequence also gets up to `num_lookahead` slots
