@@ -5,6 +5,16 @@ values into their slots, gathers each sequence's whole context through its slot 
 runs one batched scaled-dot-product attention over the padded batch (no per-sequence
 Python loop).  Projections, rotary embeddings and norms belong to the model; the cache
 tensors are allocated and bound by the model runner.
+
+A decode step whose sequences share the start of their context (`SharedPrefix`: one
+character's users) reads those keys once: all the group's queries attend to the shared
+keys in one call, every sequence to its own keys in another, and the two are merged by
+their log-sum-exps.  On the CPU, decode attention is bound by reading the gathered keys
+and values (4 sequences at 1,600 tokens: ~60% of a step).  Measured on SmolLM2 int4 with
+a 1,190-token shared context: a decode step of 8 sequences took 59-61 instead of 111 ms,
+one of 4 sequences 44-47 instead of 47-50 ms (attention alone, 30 layers, random data: 4
+users sharing 1,136 of 1,600 tokens 21-25 instead of 48 ms).  In bfloat16 the two paths
+sum in a different order, so a greedy text may part at a near-tie; in float32 they agree.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from limelight.engine.layers.batch import ForwardBatch
+from limelight.engine.layers.batch import ForwardBatch, SharedPrefix
 
 
 class PagedAttention(nn.Module):
@@ -48,6 +58,8 @@ class PagedAttention(nn.Module):
         self.k_cache.index_copy_(0, batch.slot_mapping, k.to(self.k_cache.dtype))
         self.v_cache.index_copy_(0, batch.slot_mapping, v.to(self.v_cache.dtype))
         dtype = _compute_dtype(q)
+        if batch.shared is not None and self._reads_shared_keys_once(q):
+            return self._cascade(q, batch.shared, dtype).to(q.dtype)
         keys = self._gather(self.k_cache, batch.key_slots, dtype)  # [B, Hkv, Lk, D]
         values = self._gather(self.v_cache, batch.key_slots, dtype)
         is_decode = batch.max_query_len == 1  # T == B: the flat layout is the padded one
@@ -73,6 +85,39 @@ class PagedAttention(nn.Module):
         if is_decode and batch.num_seqs == 1 and (window is None or num_keys <= window):
             return None
         return batch.attention_mask(window)
+
+    def _reads_shared_keys_once(self, q: Tensor) -> bool:
+        """The shared-prefix path: PyTorch's CPU flash kernel (it returns the log-sum-exp),
+        and attention that is plain softmax over every key."""
+        return q.device.type == "cpu" and self.logit_softcap is None and not self.sliding_window
+
+    def _cascade(self, q: Tensor, shared: SharedPrefix, dtype: torch.dtype) -> Tensor:
+        """Decode attention with the shared keys read once: q [B, H, D] → [B, H * D].
+        The query heads of a KV head stand in the query-length place ([B, Hkv, G, D]):
+        one decoding token has no causal mask, so they are as good as positions."""
+        b, h, d = q.shape
+        kv, groups = self.num_kv_heads, h // self.num_kv_heads
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        queries = q.to(dtype).view(b, kv, groups, d)
+        own_keys = self._gather(self.k_cache, shared.own_slots, dtype)  # [B, Hkv, Lo, D]
+        own_values = self._gather(self.v_cache, shared.own_slots, dtype)
+        out, lse = flash(
+            queries, own_keys, own_values, attn_mask=shared.own_mask, scale=self.scale
+        )  # [B, Hkv, G, D], [B, Hkv, G]
+        slots = shared.slots[None]  # [1, Lp]
+        keys = self._gather(self.k_cache, slots, dtype)  # [1, Hkv, Lp, D]
+        values = self._gather(self.v_cache, slots, dtype)
+        n = len(shared.rows)
+        group = queries[shared.rows].transpose(0, 1).reshape(1, kv, n * groups, d)
+        out_shared, lse_shared = flash(group, keys, values, scale=self.scale)
+        out_shared = out_shared.reshape(kv, n, groups, d).transpose(0, 1)  # [n, Hkv, G, D]
+        lse_shared = lse_shared.reshape(kv, n, groups).transpose(0, 1)
+        out_own, lse_own = out[shared.rows], lse[shared.rows]
+        top = torch.maximum(lse_own, lse_shared)
+        w_own = (lse_own - top).exp_().unsqueeze(-1)
+        w_shared = (lse_shared - top).exp_().unsqueeze(-1)
+        merged = (out_own * w_own + out_shared * w_shared) / (w_own + w_shared)
+        return out.index_copy(0, shared.rows, merged).reshape(b, h * d)
 
     @staticmethod
     def _gather(cache: Tensor, key_slots: Tensor, dtype: torch.dtype) -> Tensor:
