@@ -30,6 +30,8 @@ from limelight.voice.markup import is_inside_markup
         ('*She turns and says, "Come in, please." Then she sits.*', "Come in, please."),
         ("*He nods: “Yes.” and “Go.” He leaves", "Yes. Go."),  # unclosed: to the end
         ('*She says, "Come in', ""),  # an unclosed quote is not yet speech
+        ("*She sits.\n*Tea arrives.\n\nWe talked. *nods", "We talked."),  # to a blank line
+        ("*smiles\n\nHello *waves*", "Hello"),
         ("Sure! *nods*", "Sure!"),
         ("Line one\n\n---\n\nLine two", "Line one Line two"),
         ("*sigh* ... *shrugs*", ""),  # punctuation alone is nothing to say
@@ -46,6 +48,8 @@ def test_speakable(text: str, spoken: str) -> None:
         ("*smiles", True),
         ("*smiles*", False),
         ("*smiles* and *waves", True),
+        ("*sits.\n*Tea arrives.\n\nWe talked", False),  # that action ended with its paragraph
+        ("We talked.\n\n*sits and", True),
         ("**bold", False),  # bold is read, so cutting inside it is fine
         ("5 * 3", False),
         ("Code: ```py\nx = 1", True),

@@ -126,6 +126,12 @@ def test_no_cut_inside_an_action_or_code() -> None:
     assert pieces("Try:\n```\na = 1\nb = 2\n```\nDone.") == ["Try:", "Done."]
 
 
+def test_an_action_left_open_ends_with_its_paragraph() -> None:
+    # a model that opens an action per line and never closes one (seen in bench e2e)
+    deltas = ["*She sits.\n*Tea", " arrives.\n\nWe talked", " at noon. And", " then left."]
+    assert stream(deltas) == [[], [], ["We talked at noon."], [], ["And then left."]]
+
+
 def test_a_word_count_for_the_early_cut_ignores_actions() -> None:
     text = "*leans back in the creaky old chair* Well, maybe, I suppose, it could work, yes."
     assert pieces(text) == ["Well, maybe, I suppose, it could work,", "yes."]

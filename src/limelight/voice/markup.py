@@ -1,7 +1,8 @@
 """What of a chat reply is read aloud: roleplay actions and markdown are not.
 
-`speakable(text)` drops actions between single asterisks (`*smiles*`) but for the speech
-quoted inside one (`*She turns. "Come in."*` says "Come in."), fenced code and emoji,
+`speakable(text)` drops actions between single asterisks (`*smiles*`; one left open ends
+at a blank line) but for the speech quoted inside one (`*She turns. "Come in."*` says
+"Come in."), fenced code and emoji,
 keeps the words of emphasis, links and list items without their symbols, and
 squeezes whitespace.  `is_inside_markup(text)` says whether `text` ends inside an action
 or a code fence, where a streaming splitter must not cut.  Regular expressions over plain
@@ -16,8 +17,12 @@ import unicodedata
 
 # An action: `*` opening (not after a word character, not before a space) up to a `*`
 # closing (not after a space, not before a word character); "5 * 3" and "f*ck" are none.
-_ACTION = re.compile(r"(?<![\w*])\*(?=[^\s*])(.*?)(?<=[^\s*])\*(?![\w*])", re.DOTALL)
-_ACTION_OPEN = re.compile(r"(?<![\w*])\*(?=[^\s*]).*", re.DOTALL)  # unclosed: to the end
+# An action never runs past a blank line: a model that opens one per line and never closes
+# it ("*She sits.\n*Tea arrives.\n\nWe talked...") still says its next paragraph.
+_IN_PARAGRAPH = r"(?:(?!\n[ \t]*\n).)"
+_ACTION = re.compile(rf"(?<![\w*])\*(?=[^\s*])({_IN_PARAGRAPH}*?)(?<=[^\s*])\*(?![\w*])", re.DOTALL)
+_ACTION_OPEN = re.compile(rf"(?<![\w*])\*(?=[^\s*]){_IN_PARAGRAPH}*", re.DOTALL)  # unclosed
+_ACTION_OPEN_AT_END = re.compile(rf"{_ACTION_OPEN.pattern}\Z", re.DOTALL)
 _QUOTED = re.compile(r'"([^"]*\w[^"]*)"|“([^”]*\w[^”]*)”')  # what a narrated action says
 _FENCE = re.compile(r"```.*?(```|$)", re.DOTALL)  # a code block, closed or not
 _IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
@@ -56,4 +61,4 @@ def is_inside_markup(text: str) -> bool:
         return True
     text = _RULE.sub(" ", _LINE_MARKERS.sub("", _FENCE.sub(" ", text)))
     text = _ACTION.sub(" ", text.replace("**", ""))
-    return _ACTION_OPEN.search(text) is not None
+    return _ACTION_OPEN_AT_END.search(text) is not None
