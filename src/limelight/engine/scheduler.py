@@ -102,26 +102,7 @@ class Scheduler:
             if seq.status is Status.RUNNING:
                 lookahead[seq] = self._reserve_lookahead(seq, budget)
                 budget -= lookahead[seq]
-        busy = defer_background
-        background = BACKGROUND_CHUNK  # prompt tokens left for background requests
-        for seq in sorted(prefilling, key=lambda s: s.background):  # replies first
-            if seq.status is not Status.RUNNING or self._yields(seq, busy):
-                continue
-            take = self._chunk(seq, budget, background)
-            if take:
-                batch.append((seq, take))
-                budget -= take
-                background -= take if seq.background else 0
-        while budget and len(self.running) < self.config.max_num_seqs:
-            admitted = self._next_waiting(busy, background > 0)
-            if admitted is None or not self.blocks.can_allocate(admitted):
-                break
-            self.waiting.remove(admitted)
-            self._admit(admitted)
-            take = self._chunk(admitted, budget, background)
-            batch.append((admitted, take))
-            budget -= take
-            background -= take if admitted.background else 0
+        batch += self._prompt_chunks(prefilling, budget, defer_background)
         # a decoding sequence may have been preempted after it was batched
         batch = [(s, n) for s, n in batch if s.status is Status.RUNNING]
         return [
@@ -130,6 +111,33 @@ class Scheduler:
             )
             for s, n in batch
         ]
+
+    def _prompt_chunks(
+        self, prefilling: list[Sequence], budget: int, defer_background: bool
+    ) -> list[tuple[Sequence, int]]:
+        """Prompt tokens within `budget`: running prefills (replies first), then newly
+        admitted waiting requests; background prompts share one `BACKGROUND_CHUNK`."""
+        chunks: list[tuple[Sequence, int]] = []
+        background = BACKGROUND_CHUNK  # prompt tokens left for background requests
+        for seq in sorted(prefilling, key=lambda s: s.background):  # replies first
+            if seq.status is not Status.RUNNING or self._yields(seq, defer_background):
+                continue
+            take = self._chunk(seq, budget, background)
+            if take:
+                chunks.append((seq, take))
+                budget -= take
+                background -= take if seq.background else 0
+        while budget and len(self.running) < self.config.max_num_seqs:
+            admitted = self._next_waiting(defer_background, background > 0)
+            if admitted is None or not self.blocks.can_allocate(admitted):
+                break
+            self.waiting.remove(admitted)
+            self._admit(admitted)
+            take = self._chunk(admitted, budget, background)
+            chunks.append((admitted, take))
+            budget -= take
+            background -= take if admitted.background else 0
+        return chunks
 
     @staticmethod
     def _chunk(seq: Sequence, budget: int, background: int) -> int:

@@ -2,12 +2,12 @@
 
 `speakable(text)` drops actions between single asterisks (`*smiles*`; one left open ends
 at a blank line) but for the speech quoted inside one (`*She turns. "Come in."*` says
-"Come in."), fenced code and emoji,
-keeps the words of emphasis, links and list items without their symbols, and
-squeezes whitespace.  `is_inside_markup(text)` says whether `text` ends inside an action
-or a code fence, where a streaming splitter must not cut.  Regular expressions over plain
-strings: no markdown parser, because the input is a chat reply, not a document, and an
-unclosed asterisk must be handled the same way while streaming and at the end.
+"Come in."), fenced code and emoji, keeps the words of emphasis, links and list items
+without their symbols, and squeezes whitespace. `is_inside_markup(text)` says whether
+`text` ends inside an action or a code fence, where a streaming splitter must not cut.
+Regular expressions over plain strings: no markdown parser, because the input is a chat
+reply, not a document, and an unclosed asterisk must be handled the same way while
+streaming and at the end.
 """
 
 from __future__ import annotations

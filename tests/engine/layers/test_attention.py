@@ -55,6 +55,9 @@ def test_no_shared_prefix_when_it_would_not_pay() -> None:
     assert ForwardBatch.build(alone, BS).shared is None
     prefill = [SequenceSlice(start=300, num_new=4, block_table=table) for _ in range(2)]
     assert ForwardBatch.build(prefill, BS).shared is None
+    decode = [SequenceSlice(start=300, num_new=1, block_table=table) for _ in range(2)]
+    assert ForwardBatch.build(decode, BS).shared is not None
+    assert ForwardBatch.build(decode, BS, device="meta").shared is None  # the CPU's path only
 
 
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])

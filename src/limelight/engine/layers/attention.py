@@ -58,7 +58,7 @@ class PagedAttention(nn.Module):
         self.k_cache.index_copy_(0, batch.slot_mapping, k.to(self.k_cache.dtype))
         self.v_cache.index_copy_(0, batch.slot_mapping, v.to(self.v_cache.dtype))
         dtype = _compute_dtype(q)
-        if batch.shared is not None and self._reads_shared_keys_once(q):
+        if batch.shared is not None and self.logit_softcap is None and not self.sliding_window:
             return self._cascade(q, batch.shared, dtype).to(q.dtype)
         keys = self._gather(self.k_cache, batch.key_slots, dtype)  # [B, Hkv, Lk, D]
         values = self._gather(self.v_cache, batch.key_slots, dtype)
@@ -86,13 +86,9 @@ class PagedAttention(nn.Module):
             return None
         return batch.attention_mask(window)
 
-    def _reads_shared_keys_once(self, q: Tensor) -> bool:
-        """The shared-prefix path: PyTorch's CPU flash kernel (it returns the log-sum-exp),
-        and attention that is plain softmax over every key."""
-        return q.device.type == "cpu" and self.logit_softcap is None and not self.sliding_window
-
     def _cascade(self, q: Tensor, shared: SharedPrefix, dtype: torch.dtype) -> Tensor:
-        """Decode attention with the shared keys read once: q [B, H, D] → [B, H * D].
+        """Decode attention with the shared keys read once (plain softmax over every key,
+        on the CPU: batch.py builds `SharedPrefix` there only): q [B, H, D] → [B, H * D].
         The query heads of a KV head stand in the query-length place ([B, Hkv, G, D]):
         one decoding token has no causal mask, so they are as good as positions."""
         b, h, d = q.shape

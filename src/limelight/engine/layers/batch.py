@@ -124,7 +124,7 @@ class ForwardBatch:
                 for consumed, slot in s.snapshots
             ],
             max_query_len=max_q,
-            shared=_shared_prefix(seqs, ends, block_size, device) if max_q == 1 else None,
+            shared=_shared_prefix(seqs, ends, block_size, device),
         )
 
     def to_padded(self, x: Tensor) -> Tensor:
@@ -174,7 +174,11 @@ def _shared_prefix(
     seqs: list[SequenceSlice], ends: Tensor, block_size: int, device: torch.device | str
 ) -> SharedPrefix | None:
     """The largest group of sequences whose block tables start alike, and the blocks they
-    have in common (whole blocks before every member's new token), if enough of them."""
+    have in common (whole blocks before every member's new token), if enough of them.
+    Decode steps on the CPU only: attention merges the two parts by the log-sum-exp that
+    PyTorch's CPU flash kernel returns, so other devices would build it for nothing."""
+    if torch.device(device).type != "cpu" or any(s.num_new != 1 for s in seqs):
+        return None
     groups: dict[int, list[int]] = {}
     for row, s in enumerate(seqs):
         groups.setdefault(s.block_table[0], []).append(row)
