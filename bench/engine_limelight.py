@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     workload = Workload.from_json(args.workload)
     torch.set_num_threads(workload.num_threads)
-    streams = AsyncEngine.from_pretrained(args.model, **PRECISIONS[args.precision])
+    streams = AsyncEngine.from_pretrained(args.model, compile=True, **PRECISIONS[args.precision])
     print(json.dumps(measure(streams, workload)), flush=True)
 
 

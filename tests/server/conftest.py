@@ -43,6 +43,9 @@ def free_port() -> int:
 
 
 def start_server(database: Path, **overrides: object) -> Server:
+    # eager decode: compiling takes ~15 s a start; tests/engine/test_compiled.py and the
+    # e2e benchmark's test (a real `limelight serve`) cover the compiled path
+    overrides.setdefault("compile", False)
     settings = Settings(
         database_url=f"sqlite:///{database}",
         port=free_port(),

@@ -5,6 +5,10 @@ linear-attention states).  It turns the scheduler's decisions into a `ForwardBat
 the forward pass, computes logits only for the sequences that sample, and hands those to
 the sampler.  It makes no scheduling decision and keeps no request state.
 
+Decode steps go through the compiled forward when `config.compile` asks for it and the
+model compiles (`engine/compiled.py`); every other step, and every model that does not
+compile, runs eager.
+
 With speculative decoding a sampling sequence also carries draft tokens: it gets logits at
 its pending token and at every draft, for `speculative.sample_and_verify`, and a draft
 model (if any) runs on the same batch so that its cache keeps up with the target's.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from limelight.engine.compiled import CompiledDecode
 from limelight.engine.layers.attention import PagedAttention
 from limelight.engine.layers.batch import ForwardBatch, SequenceSlice
 from limelight.engine.models import CausalLM
@@ -49,6 +54,11 @@ class ModelRunner:
             num_snapshots,
             self.cache_dtype,
         )
+        self.compiled: CompiledDecode | None = None
+        if config.compile and CompiledDecode.supports(model, self.device):
+            compiled = CompiledDecode(model)
+            if compiled.warm_up(config.max_num_seqs, config.block_size):
+                self.compiled = compiled
 
     @torch.inference_mode()
     def run(self, scheduled: list[ScheduledSeq]) -> tuple[Tokens, Logprobs]:
@@ -75,13 +85,14 @@ class ModelRunner:
             end += item.num_new
             if item.samples:  # the last pending token, then each draft
                 sample_index.extend(range(end - 1 - len(item.draft_ids), end))
+        computes_prompt = any(s.seq.num_computed < s.seq.num_prompt_tokens for s in scheduled)
         if self.model.quant_switch is not None:  # prompt tokens: dense weights (quantized.py)
-            self.model.quant_switch.is_on = all(
-                s.seq.num_computed >= s.seq.num_prompt_tokens for s in scheduled
-            )
+            self.model.quant_switch.is_on = not computes_prompt
         batch = ForwardBatch.build(slices, self.config.block_size, self.device)
         ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)
-        hidden = self.model(ids, batch)  # [T, E]
+        is_decode = batch.max_query_len == 1 and not computes_prompt
+        forward = self.compiled if self.compiled is not None and is_decode else self.model
+        hidden = forward(ids, batch)  # [T, E]
         if self.draft is not None:
             self.draft.mirror(ids, batch)
         if not sample_index:

@@ -63,16 +63,22 @@ class RotaryEmbedding(nn.Module):
     def _cos_sin(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """cos and a signed sin, [T, 1, R] each: the sin's first half is negated, so that
         rotate-half becomes a swap of halves with no negation (`_swap_halves`)."""
+        if torch.compiler.is_compiling():  # traced: fused into the rotation, no cache
+            return self._compute_cos_sin(positions, dtype)
         cached = self._cached
         if cached is not None and cached[0] is positions and cached[1] == dtype:
             return cached[2], cached[3]
+        cos, sin = self._compute_cos_sin(positions, dtype)
+        self._cached = (positions, dtype, cos, sin)
+        return cos, sin
+
+    def _compute_cos_sin(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         freqs = positions[:, None].float() * self.inv_freq[None, :]  # [T, R/2]
         half_cos, half_sin = freqs.cos(), freqs.sin()
         cos = torch.cat([half_cos, half_cos], dim=-1)[:, None, :]  # [T, 1, R]
         sin = torch.cat([-half_sin, half_sin], dim=-1)[:, None, :]
         cos = (cos * self.attention_scaling).to(dtype)
         sin = (sin * self.attention_scaling).to(dtype)
-        self._cached = (positions, dtype, cos, sin)
         return cos, sin
 
 

@@ -1,0 +1,73 @@
+"""Decode steps through `torch.compile`: `CompiledDecode`.
+
+A decode step is a few hundred small ATen calls (SmolLM2: ~12 per layer besides the
+matmuls: norms and their casts, the rotary's multiplies, SwiGLU, residual adds).  On these
+two cores each costs microseconds of dispatch, more than its arithmetic: one decode token's
+forward spent ~3.5 ms of its ~12 outside any kernel.  Inductor fuses that element-wise work
+into a few C++ loops and calls the quantized matmul kernels directly.
+
+Attention stays as it is, one opaque operator per layer (`limelight::paged_attention`, see
+`layers/attention.py`): the graph never sees the KV cache nor the context length, so the
+only shape that varies is the number of new tokens.  Dynamo compiles one graph for a single
+token and one with the token count symbolic per range the quantized layers' row limits
+mark out (`QuantizedLinear.max_rows`); `warm_up` compiles them all when the engine is made,
+so no request waits on a compile.  Inductor caches what it builds on disk, so a restart
+compiles in seconds.
+
+Only decode steps (one new token per sequence) take this path; prompt chunks are few,
+large and dominated by their matmuls.  Where compiling fails (no C++ compiler, a model that
+cannot be traced whole) the engine says why in the log and runs eager.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor
+
+from limelight.engine.layers.attention import compiled_step, number_layers
+from limelight.engine.layers.batch import ForwardBatch, SequenceSlice
+from limelight.engine.models import CausalLM
+
+logger = logging.getLogger(__name__)
+
+# token counts the warm-up runs: at least one in each range a quantized layer's row limit
+# (4 for int8, 12 for int4) opens, up to the engine's batch size
+WARM_UP_ROWS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class CompiledDecode:
+    def __init__(self, model: CausalLM) -> None:
+        self.model = model
+        self.layers = number_layers(model)
+        self._forward = torch.compile(model.forward, fullgraph=True)
+
+    @staticmethod
+    def supports(model: CausalLM, device: torch.device) -> bool:
+        """CPU models without recurrent state (a linear-attention layer updates it in place)."""
+        return device.type == "cpu" and not model.has_linear_attention
+
+    def __call__(self, input_ids: Tensor, batch: ForwardBatch) -> Tensor:
+        assert batch.max_query_len == 1, "compiled for decode steps only"
+        with compiled_step(self.layers, batch):
+            return self._forward(input_ids, batch)
+
+    @torch.inference_mode()
+    def warm_up(self, max_rows: int, block_size: int) -> bool:
+        """Compile for every decode size up to `max_rows`; False (logged) if it failed.
+
+        Runs before any request: every sequence writes its key to slot 0, which holds
+        nothing yet."""
+        switch = self.model.quant_switch
+        if switch is not None:
+            switch.is_on = True  # as in every decode step
+        try:
+            for rows in (n for n in WARM_UP_ROWS if n <= max_rows):
+                seqs = [SequenceSlice(start=0, num_new=1, block_table=[0])] * rows
+                self(torch.zeros(rows, dtype=torch.long), ForwardBatch.build(seqs, block_size))
+        except Exception as err:  # any failure means: run eager
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            logger.warning("decode steps run eager: torch.compile failed (%s)", reason)
+            return False
+        return True

@@ -1,0 +1,110 @@
+"""Decode steps through torch.compile give the eager engine's outputs (engine/compiled.py)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import torch
+
+from limelight import LLM, SamplingParams
+from limelight.engine.compiled import CompiledDecode
+from limelight.engine.layers.batch import ForwardBatch
+from limelight.engine.llm_engine import LLMEngine
+from tests.engine.fakes import tiny_engine, tiny_model
+from tests.engine.test_quantized_model import NEAR_TIE, PROMPTS, greedy
+
+pytestmark = pytest.mark.slow  # each engine compiles three graphs (~10 s for a tiny model)
+
+
+def run_all(engine: LLMEngine, requests: list[tuple[list[int], SamplingParams]]) -> list[Any]:
+    ids = [engine.add_request(prompt, params) for prompt, params in requests]
+    while engine.has_unfinished:
+        engine.step()
+    return [engine.pop_output(i).token_ids for i in ids]
+
+
+def count_calls(compiled: CompiledDecode) -> list[int]:
+    calls = [0]
+    forward = compiled._forward
+
+    def counted(input_ids: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+        calls[0] += 1
+        return forward(input_ids, batch)
+
+    compiled._forward = counted
+    return calls
+
+
+def test_compiled_decode_gives_the_same_outputs() -> None:
+    """14 sequences finishing at different lengths make decode steps of 14 rows down to 1
+    (all three graphs); 4 of them share a 320-token prefix (the shared-keys attention)."""
+    rng = random.Random(0)
+    shared = [rng.randrange(4, 260) for _ in range(320)]
+    prompts = [shared + [rng.randrange(4, 260) for _ in range(5 + i)] for i in range(4)]
+    prompts += [[rng.randrange(4, 260) for _ in range(3 + 7 * i)] for i in range(10)]
+    options = {"max_num_seqs": 16, "num_kv_blocks": 128}
+    for params in (
+        SamplingParams(temperature=0, ignore_eos=True),
+        SamplingParams(temperature=0.9, top_k=20, seed=7, ignore_eos=True),
+    ):
+        requests = [(p, replace(params, max_tokens=8 + 2 * i)) for i, p in enumerate(prompts)]
+        engine = tiny_engine(tiny_model(), compile=True, **options)
+        assert engine.runner.compiled is not None
+        calls = count_calls(engine.runner.compiled)
+        outputs = run_all(engine, requests)
+        assert outputs == run_all(tiny_engine(tiny_model(), **options), requests)
+        assert calls[0] >= 2 * 13  # the decode steps after the last prompt was in
+
+
+def test_a_model_that_does_not_compile_decodes_eager(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Callable[..., torch.Tensor]:
+        def fail(*args: Any) -> torch.Tensor:
+            raise RuntimeError("no C++ compiler here\nmore detail")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    with caplog.at_level(logging.WARNING, logger="limelight.engine.compiled"):
+        engine = tiny_engine(compile=True)
+    assert engine.runner.compiled is None
+    assert "torch.compile failed (no C++ compiler here)" in caplog.text
+    request = [([5, 6, 7], params)]
+    assert run_all(engine, request) == run_all(tiny_engine(), request)
+
+
+def test_only_cpu_models_without_recurrent_state_compile() -> None:
+    model = tiny_model()
+    assert CompiledDecode.supports(model, torch.device("cpu"))
+    assert not CompiledDecode.supports(model, torch.device("cuda"))
+
+
+def test_the_packaged_model_compiled_picks_the_eager_tokens() -> None:
+    """int4 SmolLM2 as the server runs it.  The compiled graph rounds bfloat16 once per fused
+    loop where eager rounds after every operation, so greedy texts agree until, at most, a
+    near-tie of the eager model's own top tokens (as in test_quantized_model.py)."""
+    options = {"dtype": "bfloat16", "quantization": "int4", "kv_cache_bytes": 32 << 20}
+    eager = LLM("smollm2-135m-instruct", **options)
+    compiled = LLM("smollm2-135m-instruct", compile=True, **options)
+    assert compiled.engine.runner.compiled is not None
+    calls = count_calls(compiled.engine.runner.compiled)
+    same = 0
+    for prompt in PROMPTS:
+        (ids_a, lp_a), (ids_b, _) = greedy(eager, prompt), greedy(compiled, prompt)
+        if ids_a == ids_b:
+            same += 1
+            continue
+        first = next(i for i, (a, b) in enumerate(zip(ids_a, ids_b, strict=True)) if a != b)
+        top = dict(lp_a[first].top)
+        assert ids_b[first] in top, f"{prompt!r}: left the eager top five at {first}"
+        gap = top[ids_a[first]] - top[ids_b[first]]
+        assert gap <= NEAR_TIE, f"{prompt!r}: not a near-tie at token {first} ({gap:.3f})"
+    assert same >= 1
+    assert calls[0] >= 15 * len(PROMPTS)
