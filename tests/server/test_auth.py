@@ -98,6 +98,16 @@ def test_requests_without_a_valid_key_are_refused(
 
 
 @pytest.mark.slow
+def test_a_key_tells_its_user(
+    anonymous: httpx.Client, alice: httpx.Client, bob: httpx.Client
+) -> None:
+    assert alice.get("/api/me").json() == {"user": "alice", "keys_required": True}
+    assert bob.get("/api/me").json() == {"user": "bob", "keys_required": True}
+    assert alice.get("/api/me", params={"user": "bob"}).status_code == 403
+    unauthorized(anonymous.get("/api/me"))
+
+
+@pytest.mark.slow
 def test_a_key_reaches_its_own_users_sessions_only(
     server: Server, alice: httpx.Client, bob: httpx.Client, slug: str
 ) -> None:

@@ -310,3 +310,8 @@ def test_a_new_sessions_opening_is_computed_before_its_first_message(
     usage = http.post(path, json={"content": "Hello!", "stream": False, **FAST}).json()["usage"]
     # all but the message and the template's last tokens (within a block) were cached
     assert usage["prompt_tokens"] > 600 and usage["cached_tokens"] >= usage["prompt_tokens"] - 32
+
+
+def test_without_keys_the_caller_names_its_user(http: httpx.Client) -> None:
+    assert http.get("/api/me").json() == {"user": "local", "keys_required": False}
+    assert http.get("/api/me", params={"user": "maya"}).json()["user"] == "maya"

@@ -1,6 +1,8 @@
-// The HTTP side of the app: every request names the user (`?user=`), every failure becomes
-// an Error carrying the server's own message (bodies are `{"error": {"message": …}}`), and
-// streamed replies are read as Server-Sent Events off a fetch body (EventSource can't POST).
+// The HTTP side of the app: every request names the user (`?user=`) or, on a server that
+// asks for API keys, carries the key (`Authorization: Bearer`; the key names the user), every
+// failure becomes an Error carrying the server's own message (bodies are
+// `{"error": {"message": …}}`), and streamed replies are read as Server-Sent Events off a
+// fetch body (EventSource can't POST).
 
 import { settings } from "./ui.js";
 
@@ -11,20 +13,43 @@ export class APIError extends Error {
   }
 }
 
+// What the app does when the server refuses it for want of a (valid) key (app.js sets it).
+export const auth = { onRefused: null };
+
 export function withUser(path) {
+  if (settings.apiKey) return path;
   const sep = path.includes("?") ? "&" : "?";
   return `${path}${sep}user=${encodeURIComponent(settings.user)}`;
 }
 
 // fetch(path) as the user; JSON bodies are sent as JSON, FormData as multipart.
 export async function request(path, { json, ...options } = {}) {
+  options.headers = { ...options.headers };
   if (json !== undefined) {
     options.body = JSON.stringify(json);
-    options.headers = { "content-type": "application/json", ...options.headers };
+    options.headers["content-type"] = "application/json";
   }
+  if (settings.apiKey) options.headers.authorization = `Bearer ${settings.apiKey}`;
   const response = await fetch(withUser(path), options);
-  if (!response.ok) throw await failure(response);
+  if (!response.ok) {
+    const error = await failure(response);
+    if (response.status === 401 && auth.onRefused) {
+      auth.onRefused();
+      error.shown = true;  // the key dialog says it: no banner as well
+    }
+    throw error;
+  }
   return response;
+}
+
+// Save the file at `path` (a download a plain link can't make when it needs the key).
+export async function download(path, filename) {
+  const url = URL.createObjectURL(await (await request(path)).blob());
+  const link = Object.assign(document.createElement("a"), { href: url, download: filename });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
 
 export async function getJSON(path) {

@@ -3,8 +3,8 @@
 // the gallery or picked with the file picker.  An import's warnings show as a notice, its
 // failure as an error banner; the gallery stays as it was.
 
-import { getJSON, request, withUser } from "./api.js";
-import { $, el, fillMacros, guard, nav, showError, showNotice } from "./ui.js";
+import { download, getJSON, request, withUser } from "./api.js";
+import { $, el, fillMacros, guard, nav, settings, showError, showNotice } from "./ui.js";
 
 export async function showGallery() {
   const characters = await getJSON("/api/characters");
@@ -35,12 +35,18 @@ const noAvatar = (name) => (event) =>
   event.target.replaceWith(el("div", { className: "avatar-fallback", ariaHidden: "true" }, name.slice(0, 1)));
 
 export function exportLinks(slug) {
-  return ["png", "json", "charx"].map((format) =>
-    el("a", {
-      className: `export-${format}`,
-      href: withUser(`/api/characters/${encodeURIComponent(slug)}/export?format=${format}`),
-      download: `${slug}.${format}`,
-    }, `Export ${format.toUpperCase()}`));
+  return ["png", "json", "charx"].map((format) => {
+    const path = `/api/characters/${encodeURIComponent(slug)}/export?format=${format}`;
+    const filename = `${slug}.${format}`;
+    const link = el("a", { className: `export-${format}`, href: withUser(path), download: filename },
+      `Export ${format.toUpperCase()}`);
+    link.onclick = (e) => {  // with a key, a link can't send it: fetch, then save
+      if (!settings.apiKey) return;
+      e.preventDefault();
+      guard(() => download(path, filename))();
+    };
+    return link;
+  });
 }
 
 async function importFiles(files) {

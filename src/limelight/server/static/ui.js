@@ -39,24 +39,31 @@ export function showNotice(message, details = []) {
   return node;
 }
 
-// Run an async UI action; whatever it throws becomes an error banner.
+// Run an async UI action; whatever it throws becomes an error banner (unless it is `shown`
+// already, as a refused key is by the key dialog).
 export function guard(action) {
   return async (...args) => {
     try {
       return await action(...args);
     } catch (err) {
-      showError(err.message || err);
+      if (!err?.shown) showError(err.message || err);
     }
   };
 }
 
 window.addEventListener("error", (e) => showError(e.message));
-window.addEventListener("unhandledrejection", (e) => showError(e.reason?.message || e.reason));
+window.addEventListener("unhandledrejection", (e) => e.reason?.shown || showError(e.reason?.message || e.reason));
 
 // Settings the user (or a test) keeps between visits.
 export const settings = {
   get user() { return localStorage.getItem("limelight.user") || "local"; },
   set user(value) { localStorage.setItem("limelight.user", value); },
+  // an API key for a server that asks for one; the key's user is then the user
+  get apiKey() { return localStorage.getItem("limelight.apiKey") || ""; },
+  set apiKey(value) {
+    if (value) localStorage.setItem("limelight.apiKey", value);
+    else localStorage.removeItem("limelight.apiKey");
+  },
   get speak() { return localStorage.getItem("limelight.speak") !== "false"; },
   set speak(value) { localStorage.setItem("limelight.speak", String(value)); },
   // Optional cap on a reply's length; unset by default (the server decides).
