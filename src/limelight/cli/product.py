@@ -39,6 +39,8 @@ def serve(args: argparse.Namespace) -> int:
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
     _check_keys(settings)
     print(f"limelight: serving {settings.model} on http://{settings.host}:{settings.port}/")
+    if settings.compile:
+        print("limelight: compiling decode steps first (~15 s; the first time ~1.5 min)")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
     return 0
 

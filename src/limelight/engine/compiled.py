@@ -11,8 +11,21 @@ Attention stays as it is, one opaque operator per layer (`limelight::paged_atten
 only shape that varies is the number of new tokens.  Dynamo compiles one graph for a single
 token and one with the token count symbolic per range the quantized layers' row limits
 mark out (`QuantizedLinear.max_rows`); `warm_up` compiles them all when the engine is made,
-so no request waits on a compile.  Inductor caches what it builds on disk, so a restart
-compiles in seconds.
+so no request waits on a compile: ~1.5 min the first time, ~15 s once Inductor's on-disk
+cache holds the kernels.
+
+Measured on SmolLM2 int4 (this machine's speed wanders by up to 1.5x, so the figures
+are medians of steps alternating between the two paths, 8 at a time, in one process):
+
+    sequences x context    compiled    eager     per step
+    1 x 66                 18.8 ms     21.2 ms   1.12x
+    1 x 1,431              43.8 ms     51.3 ms   1.17x
+    4 x 66                 27.7 ms     28.7 ms   1.04x
+    4 x 1,431              36.4 ms     39.1 ms   1.07x   (the users share the context)
+    16 x 66                58.2 ms     66.5 ms   1.14x
+
+The forward alone, one token at 100 of context, took 8.1-8.4 instead of 11.8-12.1 ms.
+Compiling costs ~220 MiB of resident memory (Inductor, its graphs and kernels).
 
 Only decode steps (one new token per sequence) take this path; prompt chunks are few,
 large and dominated by their matmuls.  Where compiling fails (no C++ compiler, a model that
