@@ -94,8 +94,10 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor, rotary_dim: int) -> Tensor:
 def _swap_halves(x: Tensor) -> Tensor:
     """[x1, x2] → [x2, x1] along the last dim.  `roll` is one kernel, the fastest for a
     decode step's few tokens (8 vs 13 us), and slow for a prompt chunk's many (1.7 vs 0.3 ms
-    for 1,000 tokens × 9 heads), where joining the two slices wins; the values are the same."""
+    for 1,000 tokens × 9 heads), where joining the two slices wins; the values are the same.
+    A compiled step fuses either into its loops: it joins, with no branch on the token count
+    (which would split its graph in two)."""
     half = x.shape[-1] // 2
-    if x.shape[0] <= 16:
+    if x.shape[0] <= 16 and not torch.compiler.is_compiling():
         return x.roll(half, dims=-1)
     return torch.cat([x[..., half:], x[..., :half]], dim=-1)
