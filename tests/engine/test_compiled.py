@@ -16,10 +16,10 @@ from limelight import LLM, SamplingParams
 from limelight.engine.compiled import CompiledDecode
 from limelight.engine.layers.attention import PagedAttention
 from limelight.engine.llm_engine import LLMEngine
-from tests.engine.fakes import tiny_engine, tiny_model
-from tests.engine.test_quantized_model import NEAR_TIE, PROMPTS, greedy
+from tests.engine.fakes import tiny_config, tiny_engine, tiny_model
+from tests.engine.test_quantized_model import PROMPTS, agrees_until_a_near_tie, greedy
 
-pytestmark = pytest.mark.slow  # each engine compiles three graphs (~10 s for a tiny model)
+pytestmark = pytest.mark.slow  # every compiling engine takes seconds (the packaged one ~30 s)
 
 
 def run_all(engine: LLMEngine, requests: list[tuple[list[int], SamplingParams]]) -> list[Any]:
@@ -47,7 +47,8 @@ def operator_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_compiled_decode_gives_the_same_outputs(operator_calls: list[int]) -> None:
     """14 sequences finishing at different lengths make decode steps of 14 rows down to 1
-    (all three graphs); 4 of them share a 320-token prefix (the shared-keys attention)."""
+    (the one-token graph and the symbolic one: a float32 model has no row limits); 4 of
+    them share a 320-token prefix (the shared-keys attention, inside the operator)."""
     rng = random.Random(0)
     shared = [rng.randrange(4, 260) for _ in range(320)]
     prompts = [shared + [rng.randrange(4, 260) for _ in range(5 + i)] for i in range(4)]
@@ -89,6 +90,9 @@ def test_only_cpu_models_without_recurrent_state_compile() -> None:
     model = tiny_model()
     assert CompiledDecode.supports(model, torch.device("cpu"))
     assert not CompiledDecode.supports(model, torch.device("cuda"))
+    hybrid = tiny_model(tiny_config("minimax", layer_types=["linear_attention", "full_attention"]))
+    assert not CompiledDecode.supports(hybrid, torch.device("cpu"))
+    assert tiny_engine(hybrid, compile=True).runner.compiled is None
 
 
 def test_the_packaged_model_compiled_picks_the_eager_tokens(operator_calls: list[int]) -> None:
@@ -100,16 +104,6 @@ def test_the_packaged_model_compiled_picks_the_eager_tokens(operator_calls: list
     compiled = LLM("smollm2-135m-instruct", compile=True, **options)
     assert compiled.engine.runner.compiled is not None
     operator_calls[0] = 0
-    same = 0
-    for prompt in PROMPTS:
-        (ids_a, lp_a), (ids_b, _) = greedy(eager, prompt), greedy(compiled, prompt)
-        if ids_a == ids_b:
-            same += 1
-            continue
-        first = next(i for i, (a, b) in enumerate(zip(ids_a, ids_b, strict=True)) if a != b)
-        top = dict(lp_a[first].top)
-        assert ids_b[first] in top, f"{prompt!r}: left the eager top five at {first}"
-        gap = top[ids_a[first]] - top[ids_b[first]]
-        assert gap <= NEAR_TIE, f"{prompt!r}: not a near-tie at token {first} ({gap:.3f})"
-    assert same >= 1
+    same = [agrees_until_a_near_tie(p, greedy(eager, p), greedy(compiled, p)[0]) for p in PROMPTS]
+    assert any(same)
     assert operator_calls[0] == 30 * 15 * len(PROMPTS)  # 30 layers, 15 decode steps a prompt

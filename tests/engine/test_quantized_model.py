@@ -21,6 +21,23 @@ def greedy(llm: LLM, prompt: str) -> tuple[list[int], list[TokenLogprob]]:
     return out.token_ids, out.logprobs
 
 
+def agrees_until_a_near_tie(
+    prompt: str, reference: tuple[list[int], list[TokenLogprob]], candidate: list[int]
+) -> bool:
+    """Whether two greedy continuations (`greedy`) are the same; where they part, asserts
+    that the candidate took another of the reference's top tokens within NEAR_TIE of its
+    own.  (Which side of a tie wins is noise: after it the texts go their own way.)"""
+    ids, logprobs = reference
+    if ids == candidate:
+        return True
+    first = next(i for i, (a, b) in enumerate(zip(ids, candidate, strict=True)) if a != b)
+    top = dict(logprobs[first].top)  # the reference's five best tokens there
+    assert candidate[first] in top, f"{prompt!r}: left the reference's top five at {first}"
+    gap = top[ids[first]] - top[candidate[first]]
+    assert gap <= NEAR_TIE, f"{prompt!r}: not a near-tie at token {first} ({gap:.3f})"
+    return False
+
+
 @pytest.fixture(scope="module")
 def reference() -> LLM:
     """float32: the GGUF's weights exactly as stored (dequantized)."""
@@ -33,9 +50,8 @@ def test_quantized_weights_pick_the_checkpoints_tokens(
 ) -> None:
     """Greedy continuations agree token for token until, at most, a near-tie: a place where
     the checkpoint's own top tokens are within NEAR_TIE of each other and the quantized
-    model took another of them.  (Which side of a tie wins is noise: after it the texts go
-    their own way.)  Measured: the divergences are at gaps of 0.088 and 0.072 nats (int8)
-    and 0.242 and 0.072 (int4, whose 4-bit layers hold the Q4_1 levels more closely than
+    model took another of them.  Measured: the divergences are at gaps of 0.088 and 0.072
+    nats (int8) and 0.242 and 0.072 (int4, whose 4-bit layers hold the Q4_1 levels more closely than
     int8: weight error 0.0022 vs 0.0081 of the checkpoint's norm; both share the int8 head);
     bfloat16 itself diverges at 0.017 and 0.011."""
     quantized = LLM(
@@ -49,14 +65,7 @@ def test_quantized_weights_pick_the_checkpoints_tokens(
     for prompt in PROMPTS:
         (ids_a, lp_a), (ids_b, lp_b) = greedy(reference, prompt), greedy(quantized, prompt)
         logprobs_differ |= [x.logprob for x in lp_a] != [x.logprob for x in lp_b]
-        if ids_a == ids_b:
-            same += 1
-            continue
-        first = next(i for i, (a, b) in enumerate(zip(ids_a, ids_b, strict=True)) if a != b)
-        top = dict(lp_a[first].top)  # the checkpoint's five best tokens there
-        assert ids_b[first] in top, f"{prompt!r}: left the checkpoint's top five at {first}"
-        gap = top[ids_a[first]] - top[ids_b[first]]
-        assert gap <= NEAR_TIE, f"{prompt!r}: not a near-tie at token {first} ({gap:.3f})"
+        same += agrees_until_a_near_tie(prompt, (ids_a, lp_a), ids_b)
     assert same >= 1
     assert logprobs_differ  # the quantized weights were used
 

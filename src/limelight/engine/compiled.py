@@ -25,7 +25,7 @@ are medians of steps alternating between the two paths, 8 at a time, in one proc
     16 x 66                58.2 ms     66.5 ms   1.14x
 
 The forward alone, one token at 100 of context, took 8.1-8.4 instead of 11.8-12.1 ms.
-Compiling costs ~220 MiB of resident memory (Inductor, its graphs and kernels).
+Compiling costs ~220-250 MiB of resident memory (Inductor, its graphs and kernels).
 
 Only decode steps (one new token per sequence) take this path; prompt chunks are few,
 large and dominated by their matmuls.  Where compiling fails (no C++ compiler, a model that
@@ -80,7 +80,8 @@ class CompiledDecode:
                 seqs = [SequenceSlice(start=0, num_new=1, block_table=[0])] * rows
                 self(torch.zeros(rows, dtype=torch.long), ForwardBatch.build(seqs, block_size))
         except Exception as err:  # any failure means: run eager
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            lines = str(err).strip().splitlines()
+            reason = lines[0] if lines else type(err).__name__
             logger.warning("decode steps run eager: torch.compile failed (%s)", reason)
             return False
         return True

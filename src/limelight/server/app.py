@@ -21,7 +21,16 @@ from limelight.engine.async_engine import AsyncEngine
 from limelight.server import auth, errors
 from limelight.server.deps import Services
 from limelight.server.limits import BodyLimit
-from limelight.server.routes import audio, characters, memories, openai, sessions, stats, voices
+from limelight.server.routes import (
+    audio,
+    characters,
+    me,
+    memories,
+    openai,
+    sessions,
+    stats,
+    voices,
+)
 from limelight.server.settings import Settings
 from limelight.server.speech import VoiceWorker
 from limelight.store import Store
@@ -87,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="limelight", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-    for module in (openai, audio, characters, sessions, memories, voices, stats):
+    for module in (openai, audio, characters, sessions, memories, voices, stats, me):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

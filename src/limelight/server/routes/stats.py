@@ -1,5 +1,5 @@
 """/api/stats: the engine's counters (the share of prompt tokens from cache among them)
-and the memory jobs still waiting; /api/me: who the caller is."""
+and the memory jobs still waiting."""
 
 from __future__ import annotations
 
@@ -25,10 +25,3 @@ def read_stats(svc: ServicesDep, db: DatabaseDep, _: CallerDep) -> dict[str, flo
         "preemptions": stats.num_preemptions,
         "memory_jobs_pending": db.scalar(pending) or 0,
     }
-
-
-@router.get("/me")
-def read_me(caller: CallerDep, user: str | None = None) -> dict[str, object]:
-    """The user this caller acts as (an API key's own user), and whether the server asks
-    for keys (it answers 401 without one then): the web app learns its user here."""
-    return {"user": caller.user(user), "keys_required": caller.key_user is not None}
