@@ -46,7 +46,7 @@ import logging
 import torch
 from torch import Tensor
 
-from limelight.engine.layers.batch import ForwardBatch, SequenceSlice
+from limelight.engine.layers.batch import MIN_SHARED_TOKENS, ForwardBatch, SequenceSlice
 from limelight.engine.models import CausalLM
 
 logger = logging.getLogger(__name__)
@@ -54,11 +54,17 @@ logger = logging.getLogger(__name__)
 # token counts the warm-up runs: at least one in each range a quantized layer's row limit
 # (4 for int8, 12 for int4) opens, up to the engine's batch size
 WARM_UP_ROWS = (1, 2, 4, 8, 16, 32, 64)
+# Dynamo keeps this many graphs of one function (the models' `forward`) in a process, then
+# runs it eager without a word; a model takes up to 5 (sizes x shared or not), and each
+# model shape in the process its own
+RECOMPILE_LIMIT = 64
 
 
 class CompiledDecode:
     def __init__(self, model: CausalLM) -> None:
         self.model = model
+        dynamo = torch._dynamo.config
+        dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
         self._forward = torch.compile(model.forward, fullgraph=True)
 
     @staticmethod
@@ -68,27 +74,43 @@ class CompiledDecode:
 
     def __call__(self, input_ids: Tensor, batch: ForwardBatch) -> Tensor:
         assert batch.max_query_len == 1, "compiled for decode steps only"
-        for context in (batch.key_slots, batch.key_positions):
-            torch._dynamo.mark_dynamic(context, 1)
+        for tensor, dim in _context_dims(batch):
+            torch._dynamo.mark_dynamic(tensor, dim)
         return self._forward(input_ids, batch)
 
     @torch.inference_mode()
     def warm_up(self, max_rows: int, block_size: int) -> bool:
         """Compile for every decode size up to `max_rows`; False (logged) if it failed.
 
-        Runs before any request: every sequence writes its key to slot 1 and reads slots 0
-        and 1, which hold nothing yet (two keys: a context length of 1 would be compiled
-        as a constant)."""
+        Runs before any request, on KV block 0, which holds nothing yet: every size once
+        with a short context (two keys: one would be compiled as a constant) and, from two
+        sequences up, once with a context they share (the graph that reads it once)."""
         switch = self.model.quant_switch
         if switch is not None:
             switch.is_on = True  # as in every decode step
         try:
             for rows in (n for n in WARM_UP_ROWS if n <= max_rows):
-                seqs = [SequenceSlice(start=1, num_new=1, block_table=[0])] * rows
-                self(torch.zeros(rows, dtype=torch.long), ForwardBatch.build(seqs, block_size))
+                for start in (1, MIN_SHARED_TOKENS + 1) if rows > 1 else (1,):
+                    blocks = [0] * (start // block_size + 1)  # all of them block 0
+                    seqs = [SequenceSlice(start, num_new=1, block_table=blocks)] * rows
+                    batch = ForwardBatch.build(seqs, block_size)
+                    assert (batch.shared is not None) == (start > 1)
+                    self(torch.zeros(rows, dtype=torch.long), batch)
         except Exception as err:  # any failure means: run eager
             lines = str(err).strip().splitlines()
             reason = lines[0] if lines else type(err).__name__
             logger.warning("decode steps run eager: torch.compile failed (%s)", reason)
             return False
         return True
+
+
+def _context_dims(batch: ForwardBatch) -> list[tuple[Tensor, int]]:
+    """The dimensions of a decode step's context, and of a shared context's rows: dynamic in
+    every graph, so that no length is compiled as a constant (the number of sequences
+    elsewhere becomes dynamic at its first change)."""
+    dims = [(batch.key_slots, 1), (batch.key_positions, 1)]
+    if batch.shared is not None:  # two sequences at least
+        shared = batch.shared
+        dims += [(shared.rows, 0), (shared.slots, 0), (shared.own_slots, 0)]
+        dims += [(shared.own_slots, 1), (shared.own_mask, 0), (shared.own_mask, 3)]
+    return dims

@@ -6,9 +6,8 @@ the forward pass, computes logits only for the sequences that sample, and hands 
 the sampler.  It makes no scheduling decision and keeps no request state.
 
 Decode steps go through the compiled forward when `config.compile` asks for it and the
-model compiles (`engine/compiled.py`), unless their sequences share a long context prefix
-(eager attention reads it once for all of them); every other step, and every model that
-does not compile, runs eager.
+model compiles (`engine/compiled.py`); every other step, and every model that does not
+compile, runs eager.
 
 With speculative decoding a sampling sequence also carries draft tokens: it gets logits at
 its pending token and at every draft, for `speculative.sample_and_verify`, and a draft
@@ -92,8 +91,7 @@ class ModelRunner:
         batch = ForwardBatch.build(slices, self.config.block_size, self.device)
         ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)
         is_decode = batch.max_query_len == 1 and not computes_prompt
-        compiled = self.compiled if is_decode and batch.shared is None else None
-        forward = compiled or self.model
+        forward = self.compiled if self.compiled is not None and is_decode else self.model
         hidden = forward(ids, batch)  # [T, E]
         if self.draft is not None:
             self.draft.mirror(ids, batch)

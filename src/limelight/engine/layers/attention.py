@@ -17,14 +17,13 @@ users sharing 1,136 of 1,600 tokens 21-25 instead of 48 ms).  In bfloat16 the tw
 sum in a different order, so a greedy text may part at a near-tie; in float32 they agree.
 
 In a compiled decode step (`engine/compiled.py`) attention is written out for Inductor
-instead (`decode_traced`): the cache writes, then the dot products and the weighted sum
-over each sequence's slots as plain reductions, which Inductor fuses with the gather and
-the masking into a few C++ loops that read each key and value once, straight from its
-slot.  Measured on SmolLM2's heads (30 layers, one step, block-shaped random slots, the
-two paths in one process): 40 instead of 191 us a layer for 1 sequence at 112 keys, 327
-instead of 1,209 at 1,504, 747 instead of 1,072 for 4 sequences at 1,504, and 228 instead
-of 366 for 16 at 112.  The compiled step reads a shared prefix once per sequence, and is
-still faster than the eager cascade above.
+instead (`decode_traced`, the cascade included): the cache writes, then the dot products
+and the weighted sums over each sequence's slots as plain reductions, which Inductor fuses
+with the gather and the masking into a few C++ loops that read each key and value once,
+straight from its slot.  Measured on SmolLM2's heads (30 layers, one step, block-shaped
+random slots, the two paths in one process): 40 instead of 191 us a layer for 1 sequence
+at 112 keys, 327 instead of 1,209 at 1,504, and 228 instead of 366 for 16 at 112; the
+cascade, 4 sequences sharing 1,136 keys with 300 of their own: 499 instead of 582 us.
 """
 
 from __future__ import annotations
@@ -96,26 +95,54 @@ class PagedAttention(nn.Module):
 
     def decode_traced(self, q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch) -> Tensor:
         """Decode attention as Inductor compiles it best, one new token a sequence:
-        q [B, H, D], k/v [B, Hkv, D] → [B, H * D].  The query heads of a KV head stand
-        beside it ([B, 1, Hkv, G, D]) so that every key is read once for all of them."""
+        q [B, H, D], k/v [B, Hkv, D] → [B, H * D]; with the shared keys read once for all
+        the sequences that share them, as in `_cascade`."""
         self.k_cache.index_copy_(0, batch.slot_mapping, k.to(self.k_cache.dtype))
         self.v_cache.index_copy_(0, batch.slot_mapping, v.to(self.v_cache.dtype))
         b, h, d = q.shape
-        kv = self.num_kv_heads
-        dtype = _compute_dtype(q)
-        queries = q.to(dtype).view(b, 1, kv, h // kv, d)
-        keys = self.k_cache[batch.key_slots].to(dtype)[:, :, :, None, :]  # [B, Lk, Hkv, 1, D]
-        scores = (queries * keys).sum(-1) * self.scale  # [B, Lk, Hkv, G]
+        kv, groups = self.num_kv_heads, h // self.num_kv_heads
+        queries = q.to(_compute_dtype(q)).view(b, kv, groups, d)
+        shared = batch.shared if self.logit_softcap is None and not self.sliding_window else None
+        if shared is None:
+            query_positions = batch.positions[:, None]  # [B, 1]
+            visible = batch.key_positions <= query_positions  # [B, Lk]: padding lies beyond
+            if self.sliding_window is not None:
+                visible &= query_positions - batch.key_positions < self.sliding_window
+            bias = torch.zeros_like(visible, dtype=queries.dtype).masked_fill(~visible, -torch.inf)
+            _, total, out = self._part(queries, batch.key_slots, bias)
+            return (out / total[..., None]).to(q.dtype).reshape(b, h * d)
+        _, total, out = own = self._part(queries, shared.own_slots, shared.own_mask[:, 0, 0])
+        n = shared.rows.shape[0]  # the group's queries as the query heads of one row
+        group = queries[shared.rows].transpose(0, 1).reshape(1, kv, n * groups, d)
+        no_bias = group.new_zeros(1, shared.slots.shape[0])
+        top_common, total_common, out_common = (
+            x.reshape(kv, n, groups, *x.shape[3:]).transpose(0, 1)  # [n, Hkv, G, ...]
+            for x in self._part(group, shared.slots[None], no_bias)
+        )
+        top_own, total_own, out_own = (x[shared.rows] for x in own)
+        top = torch.maximum(top_own, top_common)
+        w_own, w_common = (top_own - top).exp(), (top_common - top).exp()
+        merged_total = total_own * w_own + total_common * w_common
+        merged = out_own * w_own[..., None] + out_common * w_common[..., None]
+        out = out.index_copy(0, shared.rows, merged)
+        total = total.index_copy(0, shared.rows, merged_total)
+        return (out / total[..., None]).to(q.dtype).reshape(b, h * d)
+
+    def _part(self, queries: Tensor, slots: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Softmax attention of each row's queries over its keys, unnormalised: queries
+        [B, Hkv, G, D], slots and bias [B, L] (bias 0 or -inf) → the top score and the sum
+        of exponentials [B, Hkv, G], and the exponential-weighted values [B, Hkv, G, D].
+        Written as plain reductions: Inductor fuses the gather through `slots` into them and
+        reads each key and value once for all the query heads of its KV head."""
+        keys = self.k_cache[slots].to(queries.dtype)[:, :, :, None, :]  # [B, L, Hkv, 1, D]
+        scores = (queries[:, None] * keys).sum(-1) * self.scale  # [B, L, Hkv, G]
         if self.logit_softcap is not None:
             scores = torch.tanh(scores / self.logit_softcap) * self.logit_softcap
-        query_positions = batch.positions[:, None]  # [B, 1]
-        visible = batch.key_positions <= query_positions  # [B, Lk]: padding lies far beyond
-        if self.sliding_window is not None:
-            visible &= query_positions - batch.key_positions < self.sliding_window
-        scores = scores.masked_fill(~visible[:, :, None, None], float("-inf"))
-        weights = torch.softmax(scores, dim=1)[..., None]  # [B, Lk, Hkv, G, 1]
-        values = self.v_cache[batch.key_slots].to(dtype)[:, :, :, None, :]
-        return (weights * values).sum(1).to(q.dtype).reshape(b, h * d)
+        scores = scores + bias[:, :, None, None]
+        top = scores.amax(1)
+        weights = (scores - top[:, None]).exp()[..., None]  # [B, L, Hkv, G, 1]
+        values = self.v_cache[slots].to(queries.dtype)[:, :, :, None, :]
+        return top, weights.sum((1, 4)), (weights * values).sum(1)
 
     def _mask(self, batch: ForwardBatch, is_decode: bool, num_keys: int) -> Tensor | None:
         """None when every key is visible: one sequence decoding, inside its window."""
