@@ -16,17 +16,18 @@ one of 4 sequences 44-47 instead of 47-50 ms (attention alone, 30 layers, random
 users sharing 1,136 of 1,600 tokens 21-25 instead of 48 ms).  In bfloat16 the two paths
 sum in a different order, so a greedy text may part at a near-tie; in float32 they agree.
 
-In a compiled decode step (`engine/compiled.py`) attention is written out for Inductor
-instead (`decode_traced`, the cascade included): the cache writes, then the dot products
-and the weighted sums over each sequence's slots as plain reductions, which Inductor fuses
-with the gather and the masking into a few C++ loops that read each key and value once,
-straight from its slot.  Measured on SmolLM2's heads (30 layers, one step, block-shaped
-random slots, the two paths in one process): 40 instead of 191 us a layer for 1 sequence
-at 112 keys, 327 instead of 1,209 at 1,504, and 228 instead of 366 for 16 at 112; the
-cascade, 4 sequences sharing 1,136 keys with 300 of their own: 499 instead of 582 us.
+In a compiled decode step (`engine/compiled.py`) attention is one opaque operator,
+`limelight::paged_attention`, that runs the code below unchanged: its cache writes, its
+gathers over a context that grows every step and the cascade stay out of the traced graph,
+which then only depends on the number of new tokens.  The operator names its layer by its
+place in the model (`op_index`), and reads the layers and the step's batch from
+`compiled_step`, which the compiled step sets around its call.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,7 @@ class PagedAttention(nn.Module):
         self.sliding_window = sliding_window
         self.logit_softcap = logit_softcap
         self.k_cache = self.v_cache = torch.empty(0)
+        self.op_index = -1  # this layer's place in its model, set when the model is compiled
 
     def bind_cache(self, k_cache: Tensor, v_cache: Tensor) -> None:
         assert k_cache.shape[1:] == (self.num_kv_heads, self.head_dim)
@@ -64,8 +66,8 @@ class PagedAttention(nn.Module):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch) -> Tensor:
         """q [T, H, D], k/v [T, Hkv, D] → [T, H * D]."""
-        if torch.compiler.is_compiling():  # a compiled decode step (see the module docstring)
-            return self.decode_traced(q, k, v, batch)
+        if torch.compiler.is_compiling():  # traced: one opaque call (see the module docstring)
+            return torch.ops.limelight.paged_attention(q, k, v, self.op_index)
         return self.attend(q, k, v, batch)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch) -> Tensor:
@@ -92,57 +94,6 @@ class PagedAttention(nn.Module):
             return out.to(q.dtype).flatten(1)  # [B, H * D]
         out = out.to(q.dtype).transpose(1, 2)  # [B, Lq, H, D]
         return batch.to_flat(out).flatten(1)  # [T, H * D]
-
-    def decode_traced(self, q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch) -> Tensor:
-        """Decode attention as Inductor compiles it best, one new token a sequence:
-        q [B, H, D], k/v [B, Hkv, D] → [B, H * D]; with the shared keys read once for all
-        the sequences that share them, as in `_cascade`."""
-        self.k_cache.index_copy_(0, batch.slot_mapping, k.to(self.k_cache.dtype))
-        self.v_cache.index_copy_(0, batch.slot_mapping, v.to(self.v_cache.dtype))
-        b, h, d = q.shape
-        kv, groups = self.num_kv_heads, h // self.num_kv_heads
-        queries = q.to(_compute_dtype(q)).view(b, kv, groups, d)
-        shared = batch.shared if self.logit_softcap is None and not self.sliding_window else None
-        if shared is None:
-            query_positions = batch.positions[:, None]  # [B, 1]
-            visible = batch.key_positions <= query_positions  # [B, Lk]: padding lies beyond
-            if self.sliding_window is not None:
-                visible &= query_positions - batch.key_positions < self.sliding_window
-            bias = torch.zeros_like(visible, dtype=queries.dtype).masked_fill(~visible, -torch.inf)
-            _, total, out = self._part(queries, batch.key_slots, bias)
-            return (out / total[..., None]).to(q.dtype).reshape(b, h * d)
-        _, total, out = own = self._part(queries, shared.own_slots, shared.own_mask[:, 0, 0])
-        n = shared.rows.shape[0]  # the group's queries as the query heads of one row
-        group = queries[shared.rows].transpose(0, 1).reshape(1, kv, n * groups, d)
-        no_bias = group.new_zeros(1, shared.slots.shape[0])
-        top_common, total_common, out_common = (
-            x.reshape(kv, n, groups, *x.shape[3:]).transpose(0, 1)  # [n, Hkv, G, ...]
-            for x in self._part(group, shared.slots[None], no_bias)
-        )
-        top_own, total_own, out_own = (x[shared.rows] for x in own)
-        top = torch.maximum(top_own, top_common)
-        w_own, w_common = (top_own - top).exp(), (top_common - top).exp()
-        merged_total = total_own * w_own + total_common * w_common
-        merged = out_own * w_own[..., None] + out_common * w_common[..., None]
-        out = out.index_copy(0, shared.rows, merged)
-        total = total.index_copy(0, shared.rows, merged_total)
-        return (out / total[..., None]).to(q.dtype).reshape(b, h * d)
-
-    def _part(self, queries: Tensor, slots: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Softmax attention of each row's queries over its keys, unnormalised: queries
-        [B, Hkv, G, D], slots and bias [B, L] (bias 0 or -inf) → the top score and the sum
-        of exponentials [B, Hkv, G], and the exponential-weighted values [B, Hkv, G, D].
-        Written as plain reductions: Inductor fuses the gather through `slots` into them and
-        reads each key and value once for all the query heads of its KV head."""
-        keys = self.k_cache[slots].to(queries.dtype)[:, :, :, None, :]  # [B, L, Hkv, 1, D]
-        scores = (queries[:, None] * keys).sum(-1) * self.scale  # [B, L, Hkv, G]
-        if self.logit_softcap is not None:
-            scores = torch.tanh(scores / self.logit_softcap) * self.logit_softcap
-        scores = scores + bias[:, :, None, None]
-        top = scores.amax(1)
-        weights = (scores - top[:, None]).exp()[..., None]  # [B, L, Hkv, G, 1]
-        values = self.v_cache[slots].to(queries.dtype)[:, :, :, None, :]
-        return top, weights.sum((1, 4)), (weights * values).sum(1)
 
     def _mask(self, batch: ForwardBatch, is_decode: bool, num_keys: int) -> Tensor | None:
         """None when every key is visible: one sequence decoding, inside its window."""
@@ -186,6 +137,53 @@ class PagedAttention(nn.Module):
         advanced indexing with a 2-d index on the CPU (19 vs 119 us for 1,600 slots)."""
         rows = cache.index_select(0, key_slots.flatten())  # [B * Lk, Hkv, D]
         return rows.view(*key_slots.shape, *cache.shape[1:]).to(dtype).transpose(1, 2)
+
+
+class _OpaqueAttention:
+    """What `limelight::paged_attention` needs besides q, k and v: the layers of the model
+    whose compiled step runs now, and the step's batch."""
+
+    def __init__(self) -> None:
+        self.layers: list[PagedAttention] = []
+        self.batch: ForwardBatch | None = None
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, layer_index: int) -> Tensor:
+        assert self.batch is not None, "paged_attention outside a compiled step"
+        return self.layers[layer_index].attend(q, k, v, self.batch)
+
+
+_OPAQUE = _OpaqueAttention()
+
+# Declared without side effects though it writes the layer's cache: the traced graph never
+# sees the cache, and each call's output feeds the next layer, which keeps the calls in order.
+_LIBRARY = torch.library.Library("limelight", "DEF")
+_LIBRARY.define("paged_attention(Tensor q, Tensor k, Tensor v, int layer) -> Tensor")
+_LIBRARY.impl("paged_attention", _OPAQUE.attend, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("limelight::paged_attention")
+def _paged_attention_shape(q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
+    return q.new_empty(q.shape[0], q.shape[1] * q.shape[2])
+
+
+def number_layers(model: nn.Module) -> list[PagedAttention]:
+    """The model's attention layers in order, each told its place (`op_index`): the numbers
+    are the same for every instance of a model, so a compiled graph is too (and Inductor's
+    on-disk cache finds it again)."""
+    layers = [m for m in model.modules() if isinstance(m, PagedAttention)]
+    for index, layer in enumerate(layers):
+        layer.op_index = index
+    return layers
+
+
+@contextmanager
+def compiled_step(layers: list[PagedAttention], batch: ForwardBatch) -> Iterator[None]:
+    """What the attention operators of a compiled forward read: its layers and batch."""
+    _OPAQUE.layers, _OPAQUE.batch = layers, batch
+    try:
+        yield
+    finally:
+        _OPAQUE.layers, _OPAQUE.batch = [], None
 
 
 def _compute_dtype(q: Tensor) -> torch.dtype:

@@ -195,8 +195,7 @@ def _shared_prefix(
     own_start = torch.zeros(len(seqs), dtype=torch.long)
     own_start[rows] = common * block_size
     own_lens = ends - own_start
-    width = max(int(own_lens.max()), 2)  # a width of 1 would be compiled as a constant
-    own_pos = own_start[:, None] + torch.arange(width)  # [B, Lo]
+    own_pos = own_start[:, None] + torch.arange(int(own_lens.max()))  # [B, Lo]
     own_valid = own_pos < ends[:, None]
     prefix = torch.tensor(tables[0][:common])[:, None] * block_size + torch.arange(block_size)
     mask = torch.zeros(own_valid.shape).masked_fill_(~own_valid, float("-inf"))
