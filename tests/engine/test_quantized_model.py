@@ -51,9 +51,9 @@ def test_quantized_weights_pick_the_checkpoints_tokens(
     """Greedy continuations agree token for token until, at most, a near-tie: a place where
     the checkpoint's own top tokens are within NEAR_TIE of each other and the quantized
     model took another of them.  Measured: the divergences are at gaps of 0.088 and 0.072
-    nats (int8) and 0.242 and 0.072 (int4, whose 4-bit layers hold the Q4_1 levels more closely than
-    int8: weight error 0.0022 vs 0.0081 of the checkpoint's norm; both share the int8 head);
-    bfloat16 itself diverges at 0.017 and 0.011."""
+    nats (int8) and 0.242 and 0.072 (int4, whose 4-bit layers hold the Q4_1 levels more
+    closely than int8: weight error 0.0022 vs 0.0081 of the checkpoint's norm; both share
+    the int8 head); bfloat16 itself diverges at 0.017 and 0.011."""
     quantized = LLM(
         "smollm2-135m-instruct",
         dtype="bfloat16",
