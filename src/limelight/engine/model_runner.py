@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from limelight.engine import kernels
 from limelight.engine.compiled import CompiledDecode
 from limelight.engine.layers.attention import PagedAttention
 from limelight.engine.layers.batch import ForwardBatch, SequenceSlice
@@ -54,6 +55,8 @@ class ModelRunner:
             num_snapshots,
             self.cache_dtype,
         )
+        if self.device.type == "cpu":
+            kernels.paged_decode()  # built now (~10 s the first time), not in the first step
         self.compiled: CompiledDecode | None = None
         if config.compile and CompiledDecode.supports(model, self.device):
             compiled = CompiledDecode(model)

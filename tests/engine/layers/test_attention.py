@@ -1,6 +1,6 @@
 """Paged attention's shared-prefix path: the prefix is the sequences' common whole blocks,
 and reading it once gives the same attention, and the same greedy text, as reading every
-sequence's keys."""
+sequence's keys, through the CPU decode kernel and through PyTorch alike."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from limelight.engine import kernels
 from limelight.engine.layers import batch as batch_module
 from limelight.engine.layers.attention import PagedAttention
 from limelight.engine.layers.batch import ForwardBatch, SequenceSlice
@@ -60,9 +61,19 @@ def test_no_shared_prefix_when_it_would_not_pay() -> None:
     assert ForwardBatch.build(decode, BS, device="meta").shared is None  # the CPU's path only
 
 
+@pytest.fixture(params=["kernel", "pytorch"])
+def decode_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Decode attention through the CPU kernel, or through PyTorch as where it is not built."""
+    if request.param == "pytorch":
+        monkeypatch.setattr(kernels, "paged_decode", lambda: None)
+    else:
+        assert kernels.paged_decode() is not None
+    return str(request.param)
+
+
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_reading_shared_keys_once_gives_the_same_attention(
-    dtype: torch.dtype, tolerance: float
+    dtype: torch.dtype, tolerance: float, decode_path: str
 ) -> None:
     torch.manual_seed(0)
     attention = PagedAttention(num_heads=6, num_kv_heads=2, head_dim=8, scale=8**-0.5)
@@ -85,19 +96,32 @@ def test_reading_shared_keys_once_gives_the_same_attention(
 
 
 def test_greedy_text_is_the_same_with_shared_keys_read_once(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, decode_path: str
 ) -> None:
     rng = random.Random(3)
     character = [rng.randrange(4, VOCAB) for _ in range(400)]
     prompts = [[*character, *(rng.randrange(4, VOCAB) for _ in range(5 + i))] for i in range(4)]
     prompts.append([rng.randrange(4, VOCAB) for _ in range(50)])  # another character
     params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
-    calls = []
-    cascade = PagedAttention._cascade
+    calls = []  # steps whose attention read shared keys once
+    if decode_path == "kernel":
+        kernel = kernels.paged_decode()
+        assert kernel is not None
 
-    def counted(self: PagedAttention, *args: Any) -> torch.Tensor:
-        calls.append(1)
-        return cascade(self, *args)
+        def counted_kernel(*args: Any) -> torch.Tensor:
+            if len(args[6]):  # shared_rows
+                calls.append(1)
+            return kernel(*args)
+
+        monkeypatch.setattr(kernels, "paged_decode", lambda: counted_kernel)
+    else:
+        cascade = PagedAttention._cascade
+
+        def counted(self: PagedAttention, *args: Any) -> torch.Tensor:
+            calls.append(1)
+            return cascade(self, *args)
+
+        monkeypatch.setattr(PagedAttention, "_cascade", counted)
 
     def generate(engine: LLMEngine, batch: list[list[int]]) -> list[list[int]]:
         ids = [engine.add_request(prompt, params) for prompt in batch]
@@ -110,7 +134,6 @@ def test_greedy_text_is_the_same_with_shared_keys_read_once(
         generate(engine, [character])  # the character's blocks, as other users left them
         return generate(engine, prompts)
 
-    monkeypatch.setattr(PagedAttention, "_cascade", counted)
     once = run()
     assert calls  # the shared path ran
     monkeypatch.setattr(batch_module, "MIN_SHARED_TOKENS", 1 << 30)

@@ -26,14 +26,17 @@ place in the model (`op_index`), and reads the layers and the step's batch from
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from limelight.engine import kernels
 from limelight.engine.layers.batch import ForwardBatch, SharedPrefix
+
+_KERNEL_DTYPES = {torch.float32, torch.bfloat16}
 
 
 class PagedAttention(nn.Module):
@@ -73,6 +76,8 @@ class PagedAttention(nn.Module):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch) -> Tensor:
         self.k_cache.index_copy_(0, batch.slot_mapping, k.to(self.k_cache.dtype))
         self.v_cache.index_copy_(0, batch.slot_mapping, v.to(self.v_cache.dtype))
+        if batch.max_query_len == 1 and (kernel := self._decode_kernel(q)) is not None:
+            return self._decode(kernel, q, batch)
         dtype = _compute_dtype(q)
         if batch.shared is not None and self.logit_softcap is None and not self.sliding_window:
             return self._cascade(q, batch.shared, dtype).to(q.dtype)
@@ -94,6 +99,31 @@ class PagedAttention(nn.Module):
             return out.to(q.dtype).flatten(1)  # [B, H * D]
         out = out.to(q.dtype).transpose(1, 2)  # [B, Lq, H, D]
         return batch.to_flat(out).flatten(1)  # [T, H * D]
+
+    def _decode_kernel(self, q: Tensor) -> Callable[..., Tensor] | None:
+        """The CPU decode kernel, where it is built and takes these tensors' dtypes."""
+        if q.device.type != "cpu" or not {q.dtype, self.k_cache.dtype} <= _KERNEL_DTYPES:
+            return None
+        return kernels.paged_decode()
+
+    def _decode(self, kernel: Callable[..., Tensor], q: Tensor, batch: ForwardBatch) -> Tensor:
+        """One new token per sequence through the kernel: q [B, H, D] → [B, H * D]."""
+        b, h, d = q.shape
+        queries = q.contiguous().view(b, self.num_kv_heads, h // self.num_kv_heads, d)
+        keys = batch.decode_keys(self.sliding_window)
+        out = kernel(
+            queries,
+            self.k_cache,
+            self.v_cache,
+            keys.slots,
+            keys.begin,
+            keys.end,
+            keys.shared_rows,
+            keys.shared_slots,
+            self.scale,
+            self.logit_softcap or 0.0,
+        )
+        return out.view(b, h * d)
 
     def _mask(self, batch: ForwardBatch, is_decode: bool, num_keys: int) -> Tensor | None:
         """None when every key is visible: one sequence decoding, inside its window."""

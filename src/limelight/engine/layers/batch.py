@@ -51,6 +51,7 @@ class SharedPrefix:
     slots: Tensor  # [Lp] their KV slots
     own_slots: Tensor  # [B, Lo] every row's other keys (all of them outside `rows`), 0 pad
     own_mask: Tensor  # [B, 1, 1, Lo] additive: 0 for a key, -inf for padding
+    own_lens: Tensor  # [B] keys in each row of `own_slots`
 
 
 @dataclass(slots=True, eq=False)
@@ -70,6 +71,7 @@ class ForwardBatch:
     max_query_len: int  # 1: a decode step, one new token per sequence (padded = flat layout)
     shared: SharedPrefix | None = None  # decode steps only
     _masks: dict[int | None, Tensor] = field(default_factory=dict)
+    _decode_keys: dict[int | None, DecodeKeys] = field(default_factory=dict)
 
     @property
     def num_tokens(self) -> int:
@@ -151,6 +153,43 @@ class ForwardBatch:
             self._masks[sliding_window] = mask[:, None]
         return self._masks[sliding_window]
 
+    def decode_keys(self, sliding_window: int | None = None) -> DecodeKeys:
+        """A decode step's keys for `DecodeKeys`' reader, computed once a step per window.
+        A windowed layer reads each row's last `sliding_window` keys and no shared prefix
+        (its keys may lie outside the window)."""
+        if sliding_window not in self._decode_keys:
+            ends = self.start_lens + self.query_lens
+            if self.shared is not None and sliding_window is None:
+                shared = self.shared
+                keys = DecodeKeys(
+                    shared.own_slots,
+                    torch.zeros_like(shared.own_lens),
+                    shared.own_lens,
+                    shared.rows,
+                    shared.slots,
+                )
+            else:
+                begin = torch.zeros_like(ends)
+                if sliding_window is not None:
+                    begin = (ends - sliding_window).clamp_(min=0)
+                none = torch.zeros(0, dtype=torch.long, device=ends.device)
+                keys = DecodeKeys(self.key_slots, begin, ends, none, none)
+            self._decode_keys[sliding_window] = keys
+        return self._decode_keys[sliding_window]
+
+
+@dataclass(slots=True, eq=False)
+class DecodeKeys:
+    """Where each decoding row's keys are, as the CPU decode kernel reads them
+    (`kernels.paged_decode`): row b attends to `slots[b, begin[b]:end[b]]`, and the rows in
+    `shared_rows` also to `shared_slots` (empty tensors when no keys are shared)."""
+
+    slots: Tensor  # [B, L]
+    begin: Tensor  # [B]
+    end: Tensor  # [B]
+    shared_rows: Tensor  # [R]
+    shared_slots: Tensor  # [S]
+
 
 def _flat_and_padded(query_valid: Tensor) -> tuple[Tensor, Tensor]:
     """[B, Lq] real-token mask → (flat index of each padded place, T for padding;
@@ -204,4 +243,5 @@ def _shared_prefix(
         slots=prefix.flatten().to(device),
         own_slots=_slots(seqs, own_pos, block_size).where(own_valid, 0).to(device),
         own_mask=mask[:, None, None, :].to(device),
+        own_lens=own_lens.to(device),
     )

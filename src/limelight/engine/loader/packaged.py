@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from limelight.engine.errors import CheckpointError, ModelNotFoundError
+from limelight.engine.paths import cache_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +44,6 @@ def resolve_packaged(name: str) -> PackagedModel:
             f"no packaged model named {name!r}; packaged models: {', '.join(PACKAGED_MODELS)}"
         )
     return model
-
-
-def cache_dir() -> Path:
-    if custom := os.environ.get("LIMELIGHT_CACHE_DIR"):
-        return Path(custom).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "limelight"
 
 
 def _missing(model: PackagedModel, detail: str) -> ModelNotFoundError:

@@ -1,0 +1,109 @@
+"""Hand-written CPU kernels, built on this machine at first use: `paged_decode`.
+
+Why hand-written: PyTorch ships no paged attention for the CPU.  Its own path
+(`PagedAttention.attend`) gathers every sequence's keys and values into a new tensor,
+casts them to float32 and calls SDPA: three passes over the context and a handful of
+dispatches a layer.  Inductor can fuse the gather into the dot products, but compiling
+that for every layer took 15 minutes on these two cores (stop 11's note).  The kernel in
+`paged_decode.cpp` reads each key and value once, straight from its slot, for all the
+query heads that use it, and keys that several sequences share once for all of them.
+
+Attention alone, SmolLM2's heads (3 KV heads of 64, 9 query heads), bfloat16 cache in
+16-slot blocks, µs a layer (kernel / PyTorch path, same process, warm caches):
+1 x 66 keys 14 / 51, 1 x 1,500 133 / 306, 4 x 66 26 / 66, 16 x 66 91 / 163,
+4 x 1,500 491 / 1,124.
+
+It is compiled with `torch.utils.cpp_extension` (ninja, the system's C++ compiler, ATen's
+headers), for this CPU (`-march=native`), into limelight's cache directory under a name
+that changes with the source, the flags, torch's version and the CPU: ~10 s once, then a
+library load.  Where that fails (no compiler) the engine logs why once and attention runs
+the PyTorch path; `LIMELIGHT_CPU_KERNELS=0` chooses that path too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from limelight.engine.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("paged_decode.cpp")
+_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
+_lock = threading.Lock()
+_loaded: dict[str, Callable[..., torch.Tensor] | None] = {}
+
+
+def paged_decode() -> Callable[..., torch.Tensor] | None:
+    """`limelight_kernels::paged_decode`, built and loaded on the first call; None where it
+    cannot be (or `LIMELIGHT_CPU_KERNELS=0`).
+
+    paged_decode(q [B, Hkv, G, D], k_cache, v_cache [slots, Hkv, D], own_slots [B, L],
+    own_begin [B], own_end [B], shared_rows [R], shared_slots [S], scale, softcap) → [B, Hkv,
+    G, D] in q's dtype: row b attends to the keys at own_slots[b, own_begin[b]:own_end[b]]
+    and, if it is one of `shared_rows`, to those at `shared_slots`; softcap 0 for none.
+    float32 or bfloat16 queries and caches; slot and range tensors int64."""
+    if "paged_decode" in _loaded:
+        return _loaded["paged_decode"]
+    with _lock:
+        if "paged_decode" not in _loaded:
+            _loaded["paged_decode"] = _build()
+    return _loaded["paged_decode"]
+
+
+def _build() -> Callable[..., torch.Tensor] | None:
+    if os.environ.get("LIMELIGHT_CPU_KERNELS", "1") == "0":
+        return None
+    from torch.utils import cpp_extension
+
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([source, " ".join(_FLAGS).encode(), torch.__version__.encode(), _cpu().encode()])
+    ).hexdigest()[:16]
+    name = f"limelight_kernels_{key}"
+    directory = cache_dir() / "kernels" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        _with_ninja_on_path()
+        cpp_extension.load(
+            name=name,
+            sources=[str(_SOURCE)],
+            extra_cflags=_FLAGS,
+            build_directory=str(directory),
+            is_python_module=False,
+            verbose=False,
+        )
+    except Exception as error:  # no compiler, no ninja, a toolchain that rejects the flags
+        log.warning("CPU attention kernel not built (%s); attention runs PyTorch's path", error)
+        return None
+    return torch.ops.limelight_kernels.paged_decode
+
+
+def _cpu() -> str:
+    """What `-march=native` compiles for: the CPU's model name and feature flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))]
+    return "\n".join(sorted(set(lines)))
+
+
+def _with_ninja_on_path() -> None:
+    """cpp_extension runs `ninja` from PATH; the `ninja` package's binary is there only
+    when its environment is activated."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    path = os.environ.get("PATH", "")
+    if ninja.BIN_DIR not in path.split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, path]) if path else ninja.BIN_DIR

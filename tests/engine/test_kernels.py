@@ -1,0 +1,184 @@
+"""The CPU decode kernel (`engine/kernels`): it builds here, it gives the attention that
+PyTorch computes from the same slots, and it refuses inputs that would read outside the
+cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from limelight.engine import kernels
+
+Kernel = Callable[..., torch.Tensor]
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Kernel:
+    op = kernels.paged_decode()
+    assert op is not None, "the CPU attention kernel did not build (the log says why)"
+    return op
+
+
+def long(values: list[int]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long)
+
+
+def reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    rows: list[list[int]],
+    scale: float,
+    softcap: float = 0.0,
+) -> torch.Tensor:
+    """Each row's attention over its list of slots, in float64: [B, Hkv, G, D]."""
+    out = []
+    for b, slots in enumerate(rows):
+        keys = k_cache[long(slots)].double().transpose(0, 1)  # [Hkv, L, D]
+        values = v_cache[long(slots)].double().transpose(0, 1)
+        scores = q[b].double() @ keys.transpose(-1, -2) * scale  # [Hkv, G, L]
+        if softcap:
+            scores = torch.tanh(scores / softcap) * softcap
+        out.append(torch.softmax(scores, dim=-1) @ values)
+    return torch.stack(out)
+
+
+def block_slots(rng: torch.Generator, num_blocks: int, length: int, block: int = 16) -> list[int]:
+    """`length` slots in random whole blocks, as the block manager hands them out."""
+    blocks = torch.randperm(num_blocks, generator=rng)[: (length + block - 1) // block]
+    return (blocks[:, None] * block + torch.arange(block)).flatten()[:length].tolist()
+
+
+@pytest.mark.parametrize(
+    ("q_dtype", "cache_dtype", "head_dim", "tolerance"),
+    [
+        (torch.float32, torch.float32, 64, 1e-5),
+        (torch.float32, torch.bfloat16, 128, 1e-5),
+        (torch.bfloat16, torch.bfloat16, 64, 1e-2),
+        (torch.bfloat16, torch.float32, 40, 1e-2),  # a head size without its own loop
+    ],
+)
+def test_each_row_attends_to_its_slots(
+    kernel: Kernel,
+    q_dtype: torch.dtype,
+    cache_dtype: torch.dtype,
+    head_dim: int,
+    tolerance: float,
+) -> None:
+    rng = torch.Generator().manual_seed(0)
+    kv, groups, num_blocks = 2, 3, 64
+    k_cache = torch.randn(num_blocks * 16, kv, head_dim, generator=rng).to(cache_dtype)
+    v_cache = torch.randn(num_blocks * 16, kv, head_dim, generator=rng).to(cache_dtype)
+    lengths = [1, 17, 130, 300]  # one key, a partial tile, and more than one work item
+    rows = [block_slots(rng, num_blocks, n) for n in lengths]
+    slots = torch.zeros(len(rows), max(lengths), dtype=torch.long)
+    for b, row in enumerate(rows):
+        slots[b, : len(row)] = long(row)
+    q = torch.randn(len(rows), kv, groups, head_dim, generator=rng).to(q_dtype)
+    none = long([])
+    scale = head_dim**-0.5
+    out = kernel(q, k_cache, v_cache, slots, long([0] * 4), long(lengths), none, none, scale, 0.0)
+    assert out.dtype == q_dtype and out.shape == q.shape
+    expected = reference(q, k_cache, v_cache, rows, scale)
+    torch.testing.assert_close(out.double(), expected, atol=tolerance, rtol=tolerance)
+
+
+def test_a_window_and_capped_scores(kernel: Kernel) -> None:
+    """Rows read `slots[b, begin:end]` (a sliding window) with tanh-capped scores."""
+    rng = torch.Generator().manual_seed(1)
+    k_cache, v_cache = (torch.randn(512, 1, 16, generator=rng) * 4 for _ in range(2))
+    slots = torch.randperm(512, generator=rng)[:400].view(2, 200)
+    q = torch.randn(2, 1, 2, 16, generator=rng) * 4
+    begin, end = long([150, 0]), long([200, 90])
+    out = kernel(q, k_cache, v_cache, slots, begin, end, long([]), long([]), 0.25, 5.0)
+    rows = [slots[0, 150:200].tolist(), slots[1, :90].tolist()]
+    expected = reference(q, k_cache, v_cache, rows, 0.25, softcap=5.0)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("num_rows", "head_dim"),
+    [
+        (3, 64),  # 2 sharing rows: 6 queries a KV head, the few-query loop
+        (5, 64),  # 12 in the lanes (16 wide)
+        (9, 40),  # 24 (32 wide), a head size without its own loop
+        (13, 64),  # 36: two groups of lanes
+    ],
+)
+def test_shared_keys_are_read_for_every_sharing_row(
+    kernel: Kernel, num_rows: int, head_dim: int
+) -> None:
+    """Every row but row 1 shares 300 keys besides its own; row 1 has only its own."""
+    rng = torch.Generator().manual_seed(2)
+    k_cache, v_cache = (torch.randn(4096, 3, head_dim, generator=rng).bfloat16() for _ in range(2))
+    shared = block_slots(rng, 256, 300)
+    free = [s for s in range(4096) if s not in set(shared)]
+    lengths = [5 + 37 * row % 140 for row in range(num_rows)]
+    own = [free[200 * row : 200 * row + n] for row, n in enumerate(lengths)]
+    assert [len(row) for row in own] == lengths
+    slots = torch.zeros(num_rows, max(lengths), dtype=torch.long)
+    for b, row in enumerate(own):
+        slots[b, : len(row)] = long(row)
+    q = torch.randn(num_rows, 3, 3, head_dim, generator=rng)
+    sharing = [b for b in range(num_rows) if b != 1]
+    begin = long([0] * num_rows)
+    scale = head_dim**-0.5
+    out = kernel(
+        q, k_cache, v_cache, slots, begin, long(lengths), long(sharing), long(shared), scale, 0.0
+    )
+    rows = [shared + own[b] if b in sharing else own[b] for b in range(num_rows)]
+    expected = reference(q, k_cache, v_cache, rows, scale)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_it_agrees_with_pytorch_attention_on_an_engine_batch(kernel: Kernel) -> None:
+    """The same numbers as SDPA over the gathered keys, the path it replaces."""
+    rng = torch.Generator().manual_seed(3)
+    k_cache, v_cache = (torch.randn(2048, 3, 64, generator=rng) for _ in range(2))
+    slots = torch.stack([long(block_slots(rng, 128, 700)) for _ in range(4)])
+    q = torch.randn(4, 3, 3, 64, generator=rng)
+    ends = long([700, 650, 1, 399])
+    out = kernel(q, k_cache, v_cache, slots, long([0] * 4), ends, long([]), long([]), 0.125, 0.0)
+    keys, values = (c[slots].transpose(1, 2) for c in (k_cache, v_cache))  # [B, Hkv, L, D]
+    visible = (torch.arange(700) < ends[:, None])[:, None, None, :]
+    expected = F.scaled_dot_product_attention(
+        q.view(4, 9, 1, 64), keys, values, attn_mask=visible, scale=0.125, enable_gqa=True
+    )
+    torch.testing.assert_close(out.view(4, 9, 1, 64), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"own_end": long([9])}, "key range out of bounds"),
+        ({"own_slots": long([[0, 1, 2, 3, 4, 5, 6, 99]])}, "slot out of bounds"),
+        ({"shared_rows": long([1]), "shared_slots": long([0])}, "shared row out of bounds"),
+        ({"shared_rows": long([0]), "shared_slots": long([64])}, "shared slot out of bounds"),
+        ({"q": torch.zeros(1, 2, 1, 8, dtype=torch.float16)}, "float32 and bfloat16 only"),
+        ({"q": torch.zeros(1, 3, 1, 8)}, "heads or head size differ"),
+    ],
+)
+def test_inputs_that_would_read_outside_the_cache_are_refused(
+    kernel: Kernel, change: dict[str, torch.Tensor], message: str
+) -> None:
+    args = {
+        "q": torch.zeros(1, 2, 1, 8),
+        "k_cache": torch.zeros(64, 2, 8),
+        "v_cache": torch.zeros(64, 2, 8),
+        "own_slots": torch.arange(8)[None],
+        "own_begin": long([0]),
+        "own_end": long([8]),
+        "shared_rows": long([]),
+        "shared_slots": long([]),
+    } | change
+    with pytest.raises(RuntimeError, match=message):
+        kernel(*args.values(), 1.0, 0.0)
+
+
+def test_the_environment_can_turn_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIMELIGHT_CPU_KERNELS", "0")
+    monkeypatch.setattr(kernels, "_loaded", {})
+    assert kernels.paged_decode() is None
