@@ -14,8 +14,9 @@ mark out (`QuantizedLinear.max_rows`); `warm_up` compiles them all when the engi
 so no request waits on a compile: ~1.5 min the first time, ~15 s once Inductor's on-disk
 cache holds the kernels.
 
-Measured on SmolLM2 int4 (this machine's speed wanders by up to 1.5x, so the figures
-are medians of steps alternating between the two paths, 8 at a time, in one process):
+Measured on SmolLM2 int4, with attention on PyTorch's path (before the CPU kernel of
+`engine/kernels`; this machine's speed wanders by up to 1.5x, so the figures are medians
+of steps alternating between the two paths, 8 at a time, in one process):
 
     sequences x context    compiled    eager     per step
     1 x 66                 18.8 ms     21.2 ms   1.12x
