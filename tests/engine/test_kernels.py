@@ -154,6 +154,7 @@ def test_it_agrees_with_pytorch_attention_on_an_engine_batch(kernel: Kernel) -> 
     ("change", "message"),
     [
         ({"own_end": long([9])}, "key range out of bounds"),
+        ({"own_begin": long([0, 0])}, "own_begin and own_end \\[B\\]"),
         ({"own_slots": long([[0, 1, 2, 3, 4, 5, 6, 99]])}, "slot out of bounds"),
         ({"shared_rows": long([1]), "shared_slots": long([0])}, "shared row out of bounds"),
         ({"shared_rows": long([0]), "shared_slots": long([64])}, "shared slot out of bounds"),

@@ -55,8 +55,8 @@ class ModelRunner:
             num_snapshots,
             self.cache_dtype,
         )
-        if self.device.type == "cpu":
-            kernels.paged_decode()  # built now (~10 s the first time), not in the first step
+        if self.device.type == "cpu" and self.cache_dtype in kernels.DTYPES:
+            kernels.paged_decode()  # built now (~15 s the first time), not in the first step
         self.compiled: CompiledDecode | None = None
         if config.compile and CompiledDecode.supports(model, self.device):
             compiled = CompiledDecode(model)

@@ -12,13 +12,13 @@ Attention alone, SmolLM2's heads (3 KV heads of 64, 9 query heads), bfloat16 cac
 16-slot blocks, µs a layer (kernel / PyTorch path, same process, warm caches):
 1 x 66 keys 14 / 51, 1 x 1,500 133 / 306, 4 x 66 26 / 66, 16 x 66 91 / 163,
 4 x 1,500 491 / 1,124.  Rows sharing 1,431 keys put their queries in the vector lanes
-(`attend_chunk_lanes`): 4 rows 402 instead of 676 µs with a dot product per key and
+(`attend_lanes` in `attend.h`): 4 rows 402 instead of 676 µs with a dot product per key and
 query, 16 rows 1,331 instead of 2,644.  A whole decode step of SmolLM2 int4, compiled, is
 1.35-2.35x faster than with PyTorch's path (`layers/attention.py` has the figures).
 
 It is compiled with `torch.utils.cpp_extension` (ninja, the system's C++ compiler, ATen's
 headers), for this CPU (`-march=native`), into limelight's cache directory under a name
-that changes with the source, the flags, torch's version and the CPU: ~10 s once, then a
+that changes with the source, the flags, torch's version and the CPU: ~15 s once, then a
 library load.  Where that fails (no compiler) the engine logs why once and attention runs
 the PyTorch path; `LIMELIGHT_CPU_KERNELS=0` chooses that path too.
 """
@@ -39,7 +39,9 @@ from limelight.engine.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
+DTYPES = frozenset({torch.float32, torch.bfloat16})  # of the queries and caches it takes
 _SOURCE = Path(__file__).with_name("paged_decode.cpp")
+_HEADERS = [Path(__file__).with_name("attend.h")]
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 _lock = threading.Lock()
 _loaded: dict[str, Callable[..., torch.Tensor] | None] = {}
@@ -67,10 +69,9 @@ def _build() -> Callable[..., torch.Tensor] | None:
         return None
     from torch.utils import cpp_extension
 
-    source = _SOURCE.read_bytes()
-    key = hashlib.sha256(
-        b"\0".join([source, " ".join(_FLAGS).encode(), torch.__version__.encode(), _cpu().encode()])
-    ).hexdigest()[:16]
+    sources = [path.read_bytes() for path in (_SOURCE, *_HEADERS)]
+    facts = [" ".join(_FLAGS).encode(), torch.__version__.encode(), _cpu().encode()]
+    key = hashlib.sha256(b"\0".join(sources + facts)).hexdigest()[:16]
     name = f"limelight_kernels_{key}"
     directory = cache_dir() / "kernels" / name
     directory.mkdir(parents=True, exist_ok=True)

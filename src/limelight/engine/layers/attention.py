@@ -44,8 +44,6 @@ from torch import Tensor, nn
 from limelight.engine import kernels
 from limelight.engine.layers.batch import ForwardBatch, SharedPrefix
 
-_KERNEL_DTYPES = {torch.float32, torch.bfloat16}
-
 
 class PagedAttention(nn.Module):
     k_cache: Tensor  # [num_slots, Hkv, D], bound by the model runner
@@ -110,7 +108,7 @@ class PagedAttention(nn.Module):
 
     def _decode_kernel(self, q: Tensor) -> Callable[..., Tensor] | None:
         """The CPU decode kernel, where it is built and takes these tensors' dtypes."""
-        if q.device.type != "cpu" or not {q.dtype, self.k_cache.dtype} <= _KERNEL_DTYPES:
+        if q.device.type != "cpu" or not {q.dtype, self.k_cache.dtype} <= kernels.DTYPES:
             return None
         return kernels.paged_decode()
 

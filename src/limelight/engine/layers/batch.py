@@ -158,17 +158,12 @@ class ForwardBatch:
         A windowed layer reads each row's last `sliding_window` keys and no shared prefix
         (its keys may lie outside the window)."""
         if sliding_window not in self._decode_keys:
-            ends = self.start_lens + self.query_lens
-            if self.shared is not None and sliding_window is None:
-                shared = self.shared
-                keys = DecodeKeys(
-                    shared.own_slots,
-                    torch.zeros_like(shared.own_lens),
-                    shared.own_lens,
-                    shared.rows,
-                    shared.slots,
-                )
+            shared = self.shared
+            if shared is not None and sliding_window is None:
+                own = shared.own_slots, torch.zeros_like(shared.own_lens), shared.own_lens
+                keys = DecodeKeys(*own, shared.rows, shared.slots)
             else:
+                ends = self.start_lens + self.query_lens
                 begin = torch.zeros_like(ends)
                 if sliding_window is not None:
                     begin = (ends - sliding_window).clamp_(min=0)
