@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from limelight.engine import kernels
+from limelight.engine.layers.quantized import pack_levels
 
 Kernel = Callable[..., torch.Tensor]
 
@@ -181,5 +182,96 @@ def test_inputs_that_would_read_outside_the_cache_are_refused(
 
 def test_the_environment_can_turn_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIMELIGHT_CPU_KERNELS", "0")
-    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setattr(kernels, "_library", [])
     assert kernels.paged_decode() is None
+    assert kernels.quant_matmul() is None
+
+
+# limelight_kernels::quant_matmul
+
+
+@pytest.fixture(scope="module")
+def quant_matmul() -> Kernel:
+    op = kernels.quant_matmul()
+    assert op is not None, "the quantized matmul kernel did not build with AVX-512 VNNI"
+    return op
+
+
+def quantize_rows(x: torch.Tensor) -> torch.Tensor:
+    """x as the kernel sees it: int8 levels per group of 32 inputs, dequantized (float64)."""
+    groups = x.double().view(x.shape[0], -1, kernels.QUANT_GROUP)
+    scale = groups.abs().amax(dim=-1, keepdim=True) / 127
+    return (torch.round(groups / scale).nan_to_num() * scale).view(x.shape)
+
+
+def dequantized(op: Kernel, packed: torch.Tensor, bits: int) -> torch.Tensor:
+    """The weights the kernel multiplies by, [N', K]: its products with unit rows (whose
+    int8 form is exact: one level of 127 at scale 1/127)."""
+    k = packed.shape[1] * kernels.QUANT_GROUP
+    return op(torch.eye(k), packed, bits).double().T
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize(("n", "k"), [(16, 32), (40, 96), (576, 576), (192, 1536)])
+def test_packed_weights_are_within_half_a_level_of_the_dense_ones(
+    quant_matmul: Kernel, bits: int, n: int, k: int
+) -> None:
+    torch.manual_seed(n + k)
+    weight = torch.randn(n, k) * 0.05
+    packed = pack_levels(weight, bits)
+    assert packed.shape == ((n + 15) // 16, k // 32, 64 * (1 + bits))
+    got = dequantized(quant_matmul, packed, bits)
+    assert torch.equal(got[n:], torch.zeros_like(got[n:]))  # the padding rows
+    groups = weight.double().view(n, k // 32, 32)
+    if bits == 4:
+        step = (groups.amax(dim=-1) - groups.amin(dim=-1)) / 15
+    else:
+        step = groups.abs().amax(dim=-1) / 127
+    error = (got[:n] - weight.double()).view(n, k // 32, 32).abs().amax(dim=-1)
+    # half a level, plus the fp16 rounding of the scale and offset
+    assert (error <= step * 0.5 * 1.01 + 1e-4).all()
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("rows", [1, 3, 8, 13, 64])
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)], ids=["f32", "bf16"]
+)
+def test_quant_matmul_multiplies_int8_rows_by_the_packed_weights(
+    quant_matmul: Kernel, bits: int, rows: int, dtype: torch.dtype, tolerance: float
+) -> None:
+    """Every row (one pass of 1-8 rows, several passes, a short last one) is the product of
+    its int8 form with the weights, for both bit widths and both activation dtypes."""
+    torch.manual_seed(rows * bits)
+    n, k = 200, 320
+    packed = pack_levels(torch.randn(n, k), bits)
+    weights = dequantized(quant_matmul, packed, bits)[:n]
+    x = torch.randn(rows, k).to(dtype)
+    x[0, :32] = 0  # a group of zeros: scale 0, no division by it
+    got = quant_matmul(x, packed, bits)
+    assert got.dtype == dtype and got.shape == (rows, 208)
+    want = quantize_rows(x) @ weights.T
+    assert ((got[:, :n].double() - want).abs().amax() / want.abs().amax()) < tolerance
+
+
+@pytest.mark.parametrize(
+    ("x", "bits", "message"),
+    [
+        (torch.randn(2, 64), 3, "4 or 8 bits"),
+        (torch.randn(64), 4, r"contiguous \[M, K\]"),
+        (torch.randn(2, 64).half(), 4, "float32 or bfloat16"),
+        (torch.randn(2, 96), 4, "x has 96 inputs, the weights 64"),
+        (torch.randn(2, 64), 8, r"qweight must be contiguous uint8 \[N / 16, K / 32, 576\]"),
+    ],
+)
+def test_quant_matmul_refuses_what_it_cannot_multiply(
+    quant_matmul: Kernel, x: torch.Tensor, bits: int, message: str
+) -> None:
+    packed = pack_levels(torch.randn(32, 64), 4)
+    with pytest.raises(RuntimeError, match=message):
+        quant_matmul(x, packed, bits)
+
+
+def test_quant_matmul_of_no_rows(quant_matmul: Kernel) -> None:
+    packed = pack_levels(torch.randn(32, 64), 8)
+    assert quant_matmul(torch.empty(0, 64), packed, 8).shape == (0, 32)

@@ -73,7 +73,12 @@ def test_quantized_weights_pick_the_checkpoints_tokens(
 @pytest.mark.parametrize("quantization", ["int8", "int4"])
 def test_a_cached_prompt_gives_the_same_greedy_reply(quantization: str) -> None:
     """The second run takes all but one prompt token from the prefix cache; that token still
-    goes through the dense weights (not the quantized kernel a one-row step would use)."""
+    goes through the dense weights (not the quantized kernel a one-row step would use).
+
+    The two runs' states are not bit for bit the same (the first attends in one prompt
+    chunk, the second through the decode kernel, each rounding bfloat16 its own way: the
+    first token's logprob moved by 0.02-0.05 here), so the replies agree until a near-tie,
+    as a quantized reply agrees with the checkpoint's."""
     llm = LLM(
         "smollm2-135m-instruct",
         dtype="bfloat16",
@@ -82,7 +87,7 @@ def test_a_cached_prompt_gives_the_same_greedy_reply(quantization: str) -> None:
     )
     prompt = llm.apply_chat_template([{"role": "user", "content": "Say hello."}])
     assert len(llm.tokenizer.encode(prompt)) % llm.engine.config.block_size == 1
-    params = SamplingParams(temperature=0, max_tokens=12)
+    params = SamplingParams(temperature=0, max_tokens=12, logprobs=5)
     first, second = (llm.generate(prompt, params)[0] for _ in range(2))
     assert second.num_cached_tokens > 0
-    assert second.token_ids == first.token_ids
+    agrees_until_a_near_tie(prompt, (first.token_ids, first.logprobs), second.token_ids)

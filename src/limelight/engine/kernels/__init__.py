@@ -1,4 +1,5 @@
-"""Hand-written CPU kernels, built on this machine at first use: `paged_decode`.
+"""Hand-written CPU kernels, built on this machine at first use: `paged_decode` (decode
+attention over the paged KV cache) and `quant_matmul` (weight-only quantized matmuls).
 
 Why hand-written: PyTorch ships no paged attention for the CPU.  Its own path
 (`PagedAttention.attend`) gathers every sequence's keys and values into a new tensor,
@@ -16,11 +17,18 @@ Attention alone, SmolLM2's heads (3 KV heads of 64, 9 query heads), bfloat16 cac
 query, 16 rows 1,331 instead of 2,644.  A whole decode step of SmolLM2 int4, compiled, is
 1.35-2.35x faster than with PyTorch's path (`layers/attention.py` has the figures).
 
-It is compiled with `torch.utils.cpp_extension` (ninja, the system's C++ compiler, ATen's
-headers), for this CPU (`-march=native`), into limelight's cache directory under a name
-that changes with the source, the flags, torch's version and the CPU: ~15 s once, then a
-library load.  Where that fails (no compiler) the engine logs why once and attention runs
-the PyTorch path; `LIMELIGHT_CPU_KERNELS=0` chooses that path too.
+PyTorch's weight-only kernels for the CPU (`_weight_int4pack_mm_for_cpu`,
+`_weight_int8pack_mm`) widen every weight to float; `quant_matmul.cpp` quantizes the few
+activation rows to int8 instead and multiplies in integers (AVX-512 VNNI), 2-4x faster at
+every row count a decode step has (`layers/quantized.py` has the figures).  It is used only
+where it was compiled with VNNI (`quant_matmul()` is None elsewhere): its portable loop is
+there to keep the build whole, not to be fast.
+
+Both are compiled with `torch.utils.cpp_extension` (ninja, the system's C++ compiler,
+ATen's headers), for this CPU (`-march=native`), into one library in limelight's cache
+directory under a name that changes with the sources, the flags, torch's version and the
+CPU: ~20 s once, then a library load.  Where that fails (no compiler) the engine logs why
+once and runs PyTorch's paths; `LIMELIGHT_CPU_KERNELS=0` chooses those too.
 """
 
 from __future__ import annotations
@@ -39,12 +47,15 @@ from limelight.engine.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-DTYPES = frozenset({torch.float32, torch.bfloat16})  # of the queries and caches it takes
-_SOURCE = Path(__file__).with_name("paged_decode.cpp")
-_HEADERS = [Path(__file__).with_name("attend.h")]
+DTYPES = frozenset({torch.float32, torch.bfloat16})  # of the tensors they take
+_HERE = Path(__file__).parent
+_SOURCES = [_HERE / "paged_decode.cpp", _HERE / "quant_matmul.cpp"]
+_HEADERS = [_HERE / "attend.h", _HERE / "convert.h"]
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
+QUANT_ROWS = 16  # output rows packed together by `quant_matmul`'s weight layout
+QUANT_GROUP = 32  # inputs per scale and offset
 _lock = threading.Lock()
-_loaded: dict[str, Callable[..., torch.Tensor] | None] = {}
+_library: list[bool] = []  # [whether it loaded], once it was tried
 
 
 def paged_decode() -> Callable[..., torch.Tensor] | None:
@@ -56,20 +67,33 @@ def paged_decode() -> Callable[..., torch.Tensor] | None:
     G, D] in q's dtype: row b attends to the keys at own_slots[b, own_begin[b]:own_end[b]]
     and, if it is one of `shared_rows`, to those at `shared_slots`; softcap 0 for none.
     float32 or bfloat16 queries and caches; slot and range tensors int64."""
-    if "paged_decode" in _loaded:
-        return _loaded["paged_decode"]
-    with _lock:
-        if "paged_decode" not in _loaded:
-            _loaded["paged_decode"] = _build()
-    return _loaded["paged_decode"]
+    return torch.ops.limelight_kernels.paged_decode if _load() else None
 
 
-def _build() -> Callable[..., torch.Tensor] | None:
-    if os.environ.get("LIMELIGHT_CPU_KERNELS", "1") == "0":
+def quant_matmul() -> Callable[..., torch.Tensor] | None:
+    """`limelight_kernels::quant_matmul` where it was built with AVX-512 VNNI, else None.
+
+    quant_matmul(x [M, K], qweight [N / 16, K / 32, 64 * (1 + bits)], bits) → [M, N] in x's
+    dtype (float32 or bfloat16), with qweight laid out by `layers.quantized.pack_levels`."""
+    if not _load() or not torch.ops.limelight_kernels.quant_matmul_vectorized():
         return None
+    return torch.ops.limelight_kernels.quant_matmul
+
+
+def _load() -> bool:
+    if not _library:
+        with _lock:
+            if not _library:
+                _library.append(_build())
+    return _library[0]
+
+
+def _build() -> bool:
+    if os.environ.get("LIMELIGHT_CPU_KERNELS", "1") == "0":
+        return False
     from torch.utils import cpp_extension
 
-    sources = [path.read_bytes() for path in (_SOURCE, *_HEADERS)]
+    sources = [path.read_bytes() for path in (*_SOURCES, *_HEADERS)]
     facts = [" ".join(_FLAGS).encode(), torch.__version__.encode(), _cpu().encode()]
     key = hashlib.sha256(b"\0".join(sources + facts)).hexdigest()[:16]
     name = f"limelight_kernels_{key}"
@@ -79,16 +103,25 @@ def _build() -> Callable[..., torch.Tensor] | None:
         _with_ninja_on_path()
         cpp_extension.load(
             name=name,
-            sources=[str(_SOURCE)],
+            sources=[str(path) for path in _SOURCES],
             extra_cflags=_FLAGS,
             build_directory=str(directory),
             is_python_module=False,
             verbose=False,
         )
     except Exception as error:  # no compiler, no ninja, a toolchain that rejects the flags
-        log.warning("CPU attention kernel not built (%s); attention runs PyTorch's path", error)
-        return None
-    return torch.ops.limelight_kernels.paged_decode
+        log.warning("CPU kernels not built (%s); the engine runs PyTorch's paths", error)
+        return False
+    _register_shapes()
+    return True
+
+
+def _register_shapes() -> None:
+    """The output shapes torch.compile traces with (the kernels run on real tensors only)."""
+
+    @torch.library.register_fake("limelight_kernels::quant_matmul")
+    def _(x: torch.Tensor, qweight: torch.Tensor, bits: int) -> torch.Tensor:
+        return x.new_empty((x.shape[0], qweight.shape[0] * QUANT_ROWS))
 
 
 def _cpu() -> str:

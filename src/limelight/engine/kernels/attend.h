@@ -12,7 +12,7 @@
 
 #pragma once
 
-#include <c10/util/BFloat16.h>
+#include "convert.h"
 
 #include <algorithm>
 #include <cmath>
@@ -29,22 +29,6 @@ constexpr int64_t kBlock = 8;        // value columns summed at once in the many
 constexpr int64_t kManyQueries = 8;  // queries per KV head from which they go in the lanes
 constexpr int64_t kMaxLanes = 32;    // queries in the lanes at once
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-inline void widen(const float* src, float* dst, int64_t n) { std::memcpy(dst, src, n * 4); }
-
-inline void widen(const c10::BFloat16* src, float* dst, int64_t n) {
-  const uint16_t* bits = reinterpret_cast<const uint16_t*>(src);
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
-    std::memcpy(dst + i, &u, 4);
-  }
-}
-
-inline void narrow(const float* src, float* dst, int64_t n) { std::memcpy(dst, src, n * 4); }
-
-inline void narrow(const float* src, c10::BFloat16* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = c10::BFloat16(src[i]);
-}
 
 // exp(x) for x <= 0 (scores minus their maximum), in a form the compiler vectorises:
 // 2^(x log2 e) split into an integer power, set in the exponent bits, and a polynomial

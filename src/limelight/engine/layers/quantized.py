@@ -2,36 +2,50 @@
 `quantize_linears(model, bits)`.
 
 A decode step reads every weight once for a handful of rows, so its speed is the bytes of
-weights read.  On the CPU PyTorch ships two weight-only kernels for bfloat16 activations:
+weights read and how fast they turn into products.  Two kernels, chosen when a layer is
+made:
 
-- `_weight_int8pack_mm`: int8 weights, one scale per output row.
-- `_weight_int4pack_mm_for_cpu`: int4 weights, a scale and a zero per group of 32 inputs
-  (`w = (q - 8) * scale + zero`).  A Q4_0/Q4_1 GGUF's blocks are groups of 32 too, so its
-  4-bit levels fit this layout with no further loss beyond bfloat16's rounding.
+- limelight's own (`engine/kernels/quant_matmul.cpp`, where it was built with AVX-512
+  VNNI): every group of 32 inputs of a row has an fp16 scale and offset, w = d·q + m with q
+  a 4-bit level or an int8 one shifted by 128, packed by `pack_levels` in blocks of 16 rows;
+  the activation rows are quantized to int8 per group of 32 on the fly and the products
+  summed in integers.
+- PyTorch's (elsewhere): `_weight_int8pack_mm` (int8, one scale per output row) and
+  `_weight_int4pack_mm_for_cpu` (int4, a scale and a zero per group of 32 inputs), both for
+  bfloat16 activations, widening each weight to float.
 
-Measured here (SmolLM2's four block shapes, 30 layers' distinct weights so that they come
-from memory, not the cache; two cores), milliseconds per step:
+A Q4_0/Q4_1 GGUF's blocks are groups of 32 too, so its 4-bit levels fit either int4 layout
+with no further loss beyond the scales' rounding.
 
-    rows      1      2      4      8      16     32
-    int8     8.6    9.9   11.4   21.0   32.0   55.6
-    int4     3.9    4.6    6.4   11.6   21.8   42.4
-    bf16    16.5   16.2   19.1   19.4   23.4   34.5
+Measured here (SmolLM2's seven matrices for each of 30 layers, distinct weights so that
+they come from memory, not the cache; two cores; the best of 5), milliseconds per step:
 
-So each layer keeps its bfloat16 weight too, for batches and prefill, and uses its
-quantized copy for steps of up to `max_rows` rows; both copies together are smaller than
-the float32 weights they replace.  With `bits=4` the output head stays int8 (it decides
-every token; GGUFs keep it at 8 bits or more, SmolLM2's is Q8_0), and so does a layer the
-int4 kernel cannot take (inputs not in whole groups, outputs not a multiple of 16).  Tied
-output heads keep sharing the embedding's weight; only the quantized copy is new.
+    rows                   1      2      4      8      16     32     64
+    int4, limelight      4.0    5.3    5.1    5.5   11.0   18.1   39.9
+    int4, PyTorch        4.9    7.3    7.8   12.5   23.8   50.4   97.4
+    bf16 (dense)        21.5   21.1   21.0   26.4   31.4   47.6   54.0
 
-Prompt tokens always go through the bfloat16 weights, however few a step computes: the
+and the output head (49,152 x 576, int8): 0.62 / 1.73 ms at one row, 0.72 / 2.84 at 4,
+2.11 / 10.65 at 16.  limelight's int4 streams its weights at ~24 GB/s on two cores, 80%
+of what a plain reduction reads there (`amax` of 256 MB: 29.7 GB/s).
+
+So each layer keeps its bfloat16 weight too, for prompts and large batches, and uses its
+quantized copy for steps of up to `max_rows` rows: 64 with limelight's kernel, 12 (int4)
+and 4 (int8) with PyTorch's.  Both copies together are smaller than the float32 weights
+they replace.  With `bits=4` the output head stays int8 (it decides every token; GGUFs keep
+it at 8 bits or more, SmolLM2's is Q8_0), and so does a layer the int4 layouts cannot take
+(inputs not in whole groups; PyTorch's also wants outputs by 16).  Tied output heads keep
+sharing the embedding's weight; only the quantized copy is new.
+
+Prompt tokens always go through the dense weights, however few a step computes: the
 runner turns the quantized kernels off (`QuantSwitch`) for any step that computes prompt
 tokens, so a prompt whose prefix came from the cache (one token left to compute) gets the
 same states as the same prompt computed whole, and a repeated greedy request the same reply.
 
-int8 is symmetric per output row (scale = max|w| / 127); int4 is asymmetric per group
-(min to max in 15 steps).  Greedy outputs can differ from float32's after some tokens, so
-the exactness tests run without quantization.
+int8 is symmetric (scale = max|w| / 127, per group of 32 with limelight's kernel, per
+output row with PyTorch's); int4 is asymmetric per group (min to max in 15 steps).  Greedy
+outputs can differ from float32's after some tokens, so the exactness tests run without
+quantization.
 """
 
 from __future__ import annotations
@@ -43,7 +57,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-INT4_GROUP_SIZE = 32  # inputs per int4 scale/zero pair, as a Q4 GGUF block
+from limelight.engine import kernels
+
+INT4_GROUP_SIZE = kernels.QUANT_GROUP  # inputs per scale pair, as a Q4 GGUF block
+KERNEL_MAX_ROWS = 64  # limelight's kernel beats the dense matmul up to here (see above)
 
 
 @dataclass(slots=True)
@@ -53,10 +70,42 @@ class QuantSwitch:
     is_on: bool = True  # off while a step computes prompt tokens
 
 
+def pack_levels(weight: Tensor, bits: int) -> Tensor:
+    """`weight` [N, K] quantized per group of 32 inputs and laid out for `quant_matmul`:
+    uint8 [N' / 16, K / 32, 64 * (1 + bits)], N' = N rounded up to 16 (with zero rows).
+
+    Each block of 16 rows and group of 32 inputs holds the rows' fp16 scales d, then their
+    offsets m, then their levels q (w = d·q + m) in 8 quads of 4 inputs: for quad j, bytes
+    4r..4r+3 of a 64-byte vector are row r's 4 levels; 4-bit levels put quad j in the low
+    and quad j + 4 in the high nibbles of vector j, 8-bit ones fill 8 vectors."""
+    rows, group = kernels.QUANT_ROWS, kernels.QUANT_GROUP
+    n, k = weight.shape
+    padded = -n % rows
+    w = F.pad(weight.detach().float(), (0, 0, 0, padded)).view(n + padded, k // group, group)
+    if bits == 4:
+        low, high = w.amin(dim=-1), w.amax(dim=-1)  # [N', G]
+        d = ((high - low) / 15).clamp(min=1e-8).half()
+        m = low.half()
+        q = torch.round((w - m.float()[..., None]) / d.float()[..., None]).clamp(0, 15)
+    else:  # symmetric int8, shifted into 0..255
+        d = (w.abs().amax(dim=-1) / 127).clamp(min=1e-8).half()
+        m = (-128 * d.float()).half()
+        q = torch.round(w / d.float()[..., None]).clamp(-127, 127) + 128
+    blocks, groups = (n + padded) // rows, k // group
+    # [blocks, 16 rows, G, 8 quads, 4] -> [blocks, G, 8 quads, 16 rows, 4]
+    q = q.to(torch.uint8).view(blocks, rows, groups, 8, 4).permute(0, 2, 3, 1, 4)
+    if bits == 4:
+        q = q[:, :, :4] | (q[:, :, 4:] << 4)
+    scales = torch.stack([d, m], dim=-1).view(blocks, rows, groups, 2).permute(0, 2, 3, 1)
+    scale_bytes = scales.contiguous().view(torch.uint8).view(blocks, groups, 4 * rows)
+    return torch.cat([scale_bytes, q.reshape(blocks, groups, -1)], dim=-1).contiguous()
+
+
 class QuantizedLinear(nn.Module):
     """A linear layer with its dense weight and a quantized copy for steps of few rows."""
 
-    max_rows: ClassVar[int]  # above this many rows the bfloat16 matmul is faster (see above)
+    bits: ClassVar[int]
+    torch_max_rows: ClassVar[int]  # above this many rows PyTorch's kernel loses to bfloat16
 
     def __init__(self, linear: nn.Linear, switch: QuantSwitch) -> None:
         super().__init__()
@@ -64,15 +113,22 @@ class QuantizedLinear(nn.Module):
         self.weight = linear.weight  # [N, K] the dense copy (shared if the head is tied)
         self.bias = linear.bias
         self.out_features, self.in_features = linear.weight.shape
-        # PyTorch's kernels are the CPU's, for bfloat16 (activations have the weights' dtype)
-        self.has_kernel = linear.weight.device.type == "cpu" and (
-            linear.weight.dtype == torch.bfloat16
-        )
+        on_cpu, dtype = linear.weight.device.type == "cpu", linear.weight.dtype
+        self.kernel = None
+        if on_cpu and dtype in kernels.DTYPES and self.in_features % INT4_GROUP_SIZE == 0:
+            self.kernel = kernels.quant_matmul()
+        if self.kernel is not None:
+            self.max_rows = KERNEL_MAX_ROWS
+            self.register_buffer("packed", pack_levels(linear.weight, self.bits))
+        else:  # PyTorch's kernels are the CPU's, for bfloat16 (the activations' dtype)
+            self.max_rows = self.torch_max_rows if on_cpu and dtype == torch.bfloat16 else 0
+            if self.max_rows:
+                self.pack_for_torch(linear.weight.detach().float())
 
     def forward(self, x: Tensor) -> Tensor:
         # a decode step's path: few checks, no reshapes for the usual [T, K] input
         rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)  # [T, K]
-        if not (self.has_kernel and self.switch.is_on and rows.shape[0] <= self.max_rows):
+        if not (self.switch.is_on and rows.shape[0] <= self.max_rows):
             return F.linear(x, self.weight, self.bias)
         out = self.matmul(rows)  # [T, N]
         if self.bias is not None:
@@ -80,34 +136,42 @@ class QuantizedLinear(nn.Module):
         return out if x.dim() == 2 else out.reshape(*x.shape[:-1], self.out_features)
 
     def matmul(self, rows: Tensor) -> Tensor:
+        if self.kernel is None:
+            return self.torch_matmul(rows)
+        out = self.kernel(rows, self.packed, self.bits)
+        return out if out.shape[1] == self.out_features else out[:, : self.out_features]
+
+    def pack_for_torch(self, w: Tensor) -> None:
+        raise NotImplementedError
+
+    def torch_matmul(self, rows: Tensor) -> Tensor:
         raise NotImplementedError
 
 
 class Int8Linear(QuantizedLinear):
-    max_rows = 4
-    qweight: Tensor  # [N, K] int8
-    scale: Tensor  # [N], in the dense weight's dtype
+    bits = 8
+    torch_max_rows = 4
+    qweight: Tensor  # PyTorch's layout: [N, K] int8
+    scale: Tensor  # [N], bfloat16
 
-    def __init__(self, linear: nn.Linear, switch: QuantSwitch) -> None:
-        super().__init__(linear, switch)
-        w = linear.weight.detach().float()
+    def pack_for_torch(self, w: Tensor) -> None:
         scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
         self.register_buffer("qweight", torch.round(w / scale[:, None]).to(torch.int8))
-        self.register_buffer("scale", scale.to(linear.weight.dtype))
+        self.register_buffer("scale", scale.to(torch.bfloat16))
 
-    def matmul(self, rows: Tensor) -> Tensor:
+    def torch_matmul(self, rows: Tensor) -> Tensor:
         return torch.ops.aten._weight_int8pack_mm(rows, self.qweight, self.scale)
 
 
 class Int4Linear(QuantizedLinear):
-    max_rows = 12
-    qweight: Tensor  # [N, K / 2] uint8, packed by PyTorch for its CPU kernel
-    scales_and_zeros: Tensor  # [K / 32, N, 2], in the dense weight's dtype
+    bits = 4
+    torch_max_rows = 12
+    qweight: Tensor  # PyTorch's layout: [N, K / 2] uint8, packed by PyTorch for its kernel
+    scales_and_zeros: Tensor  # [K / 32, N, 2], bfloat16
 
-    def __init__(self, linear: nn.Linear, switch: QuantSwitch) -> None:
-        super().__init__(linear, switch)
-        n, k = linear.weight.shape
-        groups = linear.weight.detach().float().view(n, k // INT4_GROUP_SIZE, INT4_GROUP_SIZE)
+    def pack_for_torch(self, w: Tensor) -> None:
+        n, k = w.shape
+        groups = w.view(n, k // INT4_GROUP_SIZE, INT4_GROUP_SIZE)
         low, high = groups.amin(dim=-1), groups.amax(dim=-1)  # [N, K / 32]
         scale = ((high - low) / 15).clamp(min=1e-12)
         levels = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15)
@@ -117,15 +181,17 @@ class Int4Linear(QuantizedLinear):
         zero = low + 8 * scale  # the kernel computes (q - 8) * scale + zero
         pairs = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous()
         self.register_buffer("qweight", packed)
-        self.register_buffer("scales_and_zeros", pairs.to(linear.weight.dtype))
+        self.register_buffer("scales_and_zeros", pairs.to(torch.bfloat16))
 
     @staticmethod
     def supports(linear: nn.Linear) -> bool:
-        """PyTorch packs int4 for its CPU kernel only, outputs by 16, inputs by whole groups."""
+        """Inputs in whole groups; PyTorch's layout also wants outputs by 16."""
         (n, k), device = linear.weight.shape, linear.weight.device
-        return device.type == "cpu" and n % 16 == 0 and k % INT4_GROUP_SIZE == 0
+        if device.type != "cpu" or k % INT4_GROUP_SIZE:
+            return False
+        return n % 16 == 0 or kernels.quant_matmul() is not None
 
-    def matmul(self, rows: Tensor) -> Tensor:
+    def torch_matmul(self, rows: Tensor) -> Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(
             rows, self.qweight, INT4_GROUP_SIZE, self.scales_and_zeros
         )
