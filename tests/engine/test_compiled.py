@@ -22,6 +22,13 @@ from tests.engine.test_quantized_model import PROMPTS, agrees_until_a_near_tie, 
 pytestmark = pytest.mark.slow  # every compiling engine takes seconds (the packaged one ~30 s)
 
 
+@pytest.fixture(autouse=True)
+def no_recompiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After warm-up, every guard runs and a step that would compile again fails: what
+    lets the engine run only the guards that tell the warm graphs apart."""
+    monkeypatch.setattr(CompiledDecode, "AFTER_WARM_UP", {"stance": "fail_on_recompile"})
+
+
 def run_all(engine: LLMEngine, requests: list[tuple[list[int], SamplingParams]]) -> list[Any]:
     ids = [engine.add_request(prompt, params) for prompt, params in requests]
     while engine.has_unfinished:
@@ -129,3 +136,14 @@ def test_the_packaged_model_compiled_picks_the_eager_tokens(operator_calls: list
     same = [agrees_until_a_near_tie(p, greedy(eager, p), greedy(compiled, p)[0]) for p in PROMPTS]
     assert any(same)
     assert operator_calls[0] == 30 * 15 * len(PROMPTS)  # 30 layers, 15 decode steps a prompt
+
+
+def test_the_recompile_check_bites(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a warm-up of one row only, a step of three would compile again: under the
+    tests' stance that fails (in production that step would stop to compile)."""
+    monkeypatch.setattr("limelight.engine.compiled.WARM_UP_ROWS", (1,))
+    engine = tiny_engine(tiny_model(), compile=True, max_num_seqs=4)
+    assert engine.runner.compiled is not None
+    params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    with pytest.raises(RuntimeError, match=r"[Rr]ecompil"):
+        run_all(engine, [([5, 6, 7], params)] * 3)
