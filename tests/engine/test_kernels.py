@@ -211,22 +211,22 @@ def dequantized(op: Kernel, packed: torch.Tensor, bits: int) -> torch.Tensor:
     return op(torch.eye(k), packed, bits).double().T
 
 
-@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize(("bits", "symmetric"), [(4, False), (8, False), (8, True)])
 @pytest.mark.parametrize(("n", "k"), [(16, 32), (40, 96), (576, 576), (192, 1536)])
 def test_packed_weights_are_within_half_a_level_of_the_dense_ones(
-    quant_matmul: Kernel, bits: int, n: int, k: int
+    quant_matmul: Kernel, bits: int, symmetric: bool, n: int, k: int
 ) -> None:
     torch.manual_seed(n + k)
     weight = torch.randn(n, k) * 0.05
-    packed = pack_levels(weight, bits)
+    packed = pack_levels(weight, bits, symmetric)
     assert packed.shape == ((n + 15) // 16, k // 32, 64 * (1 + bits))
     got = dequantized(quant_matmul, packed, bits)
     assert torch.equal(got[n:], torch.zeros_like(got[n:]))  # the padding rows
     groups = weight.double().view(n, k // 32, 32)
-    if bits == 4:
-        step = (groups.amax(dim=-1) - groups.amin(dim=-1)) / 15
-    else:
+    if symmetric:
         step = groups.abs().amax(dim=-1) / 127
+    else:
+        step = (groups.amax(dim=-1) - groups.amin(dim=-1)) / (2**bits - 1)
     error = (got[:n] - weight.double()).view(n, k // 32, 32).abs().amax(dim=-1)
     # half a level, plus the fp16 rounding of the scale and offset
     assert (error <= step * 0.5 * 1.01 + 1e-4).all()

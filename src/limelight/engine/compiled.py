@@ -48,7 +48,8 @@ from limelight.engine.models import CausalLM
 logger = logging.getLogger(__name__)
 
 # token counts the warm-up runs: at least one in each range a quantized layer's row limit
-# (4 for int8, 12 for int4) opens, up to the engine's batch size
+# opens (64 with limelight's kernel; 4 for PyTorch's int8, 12 for its int4), up to the
+# engine's batch size
 WARM_UP_ROWS = (1, 2, 4, 8, 16, 32, 64)
 
 

@@ -39,11 +39,17 @@ sharing the embedding's weight; only the quantized copy is new.
 
 Prompt tokens always go through the dense weights, however few a step computes: the
 runner turns the quantized kernels off (`QuantSwitch`) for any step that computes prompt
-tokens, so a prompt whose prefix came from the cache (one token left to compute) gets the
-same states as the same prompt computed whole, and a repeated greedy request the same reply.
+tokens, so a prompt whose prefix came from the cache (one token left to compute) gets
+nearly the states of the same prompt computed whole.  Tried without the switch: a new turn
+after a cached 1,000-token character prefix (~30 new tokens through limelight's kernel)
+came 58 instead of 113 ms after the request (`limelight bench engine`), but the int8
+model's greedy replies then parted from the checkpoint's at a gap of 0.27 nats, past
+`test_quantized_model.py`'s near-tie: int8 activations in every prompt token add up.
 
-int8 is symmetric (scale = max|w| / 127, per group of 32 with limelight's kernel, per
-output row with PyTorch's); int4 is asymmetric per group (min to max in 15 steps).  Greedy
+With limelight's kernel every layer's levels run from its group's minimum to its maximum
+(in 15 steps for int4, 255 for int8: both hold a Q4_1 GGUF's levels exactly) and the
+output head's int8 is symmetric (it holds a Q8_0 head's); PyTorch's int8 is symmetric per
+output row, its int4 per group from minimum to maximum.  Greedy
 outputs can differ from float32's after some tokens, so the exactness tests run without
 quantization.
 """
@@ -63,16 +69,13 @@ INT4_GROUP_SIZE = kernels.QUANT_GROUP  # inputs per scale pair, as a Q4 GGUF blo
 KERNEL_MAX_ROWS = 64  # limelight's kernel beats the dense matmul up to here (see above)
 
 
-@dataclass(slots=True)
-class QuantSwitch:
-    """Shared by one model's quantized layers; the model runner sets it before each step."""
-
-    is_on: bool = True  # off while a step computes prompt tokens
-
-
-def pack_levels(weight: Tensor, bits: int) -> Tensor:
+def pack_levels(weight: Tensor, bits: int, symmetric: bool = False) -> Tensor:
     """`weight` [N, K] quantized per group of 32 inputs and laid out for `quant_matmul`:
     uint8 [N' / 16, K / 32, 64 * (1 + bits)], N' = N rounded up to 16 (with zero rows).
+
+    A group's levels run from its minimum to its maximum in 2^bits - 1 steps, which holds
+    a Q4_0/Q4_1 block's 16 levels exactly at either width (255 = 15 x 17 steps); with
+    `symmetric` (8 bits only) they are q x max|w| / 127, which holds a Q8_0 block's.
 
     Each block of 16 rows and group of 32 inputs holds the rows' fp16 scales d, then their
     offsets m, then their levels q (w = d·q + m) in 8 quads of 4 inputs: for quad j, bytes
@@ -82,15 +85,16 @@ def pack_levels(weight: Tensor, bits: int) -> Tensor:
     n, k = weight.shape
     padded = -n % rows
     w = F.pad(weight.detach().float(), (0, 0, 0, padded)).view(n + padded, k // group, group)
-    if bits == 4:
-        low, high = w.amin(dim=-1), w.amax(dim=-1)  # [N', G]
-        d = ((high - low) / 15).clamp(min=1e-8).half()
-        m = low.half()
-        q = torch.round((w - m.float()[..., None]) / d.float()[..., None]).clamp(0, 15)
-    else:  # symmetric int8, shifted into 0..255
+    if symmetric:  # int8 around zero, shifted into 0..255
         d = (w.abs().amax(dim=-1) / 127).clamp(min=1e-8).half()
         m = (-128 * d.float()).half()
         q = torch.round(w / d.float()[..., None]).clamp(-127, 127) + 128
+    else:  # min to max in 15 or 255 steps
+        top = (1 << bits) - 1
+        low, high = w.amin(dim=-1), w.amax(dim=-1)  # [N', G]
+        d = ((high - low) / top).clamp(min=1e-8).half()
+        m = low.half()
+        q = torch.round((w - m.float()[..., None]) / d.float()[..., None]).clamp(0, top)
     blocks, groups = (n + padded) // rows, k // group
     # [blocks, 16 rows, G, 8 quads, 4] -> [blocks, G, 8 quads, 16 rows, 4]
     q = q.to(torch.uint8).view(blocks, rows, groups, 8, 4).permute(0, 2, 3, 1, 4)
@@ -101,13 +105,20 @@ def pack_levels(weight: Tensor, bits: int) -> Tensor:
     return torch.cat([scale_bytes, q.reshape(blocks, groups, -1)], dim=-1).contiguous()
 
 
+@dataclass(slots=True)
+class QuantSwitch:
+    """Shared by one model's quantized layers; the model runner sets it before each step."""
+
+    is_on: bool = True  # off while a step computes prompt tokens
+
+
 class QuantizedLinear(nn.Module):
     """A linear layer with its dense weight and a quantized copy for steps of few rows."""
 
     bits: ClassVar[int]
     torch_max_rows: ClassVar[int]  # above this many rows PyTorch's kernel loses to bfloat16
 
-    def __init__(self, linear: nn.Linear, switch: QuantSwitch) -> None:
+    def __init__(self, linear: nn.Linear, switch: QuantSwitch, symmetric: bool = False) -> None:
         super().__init__()
         self.switch = switch
         self.weight = linear.weight  # [N, K] the dense copy (shared if the head is tied)
@@ -119,7 +130,7 @@ class QuantizedLinear(nn.Module):
             self.kernel = kernels.quant_matmul()
         if self.kernel is not None:
             self.max_rows = KERNEL_MAX_ROWS
-            self.register_buffer("packed", pack_levels(linear.weight, self.bits))
+            self.register_buffer("packed", pack_levels(linear.weight, self.bits, symmetric))
         else:  # PyTorch's kernels are the CPU's, for bfloat16 (the activations' dtype)
             self.max_rows = self.torch_max_rows if on_cpu and dtype == torch.bfloat16 else 0
             if self.max_rows:
@@ -203,9 +214,10 @@ HEAD_NAMES = ("lm_head",)  # kept at int8 when the rest is int4
 def quantize_linears(model: nn.Module, bits: int = 8) -> QuantSwitch:
     """Give every `nn.Linear` of `model` a quantized copy; the switch the blocks' share.
 
-    The output head has a switch of its own that stays on: its logits make no state that
-    the prefix cache keeps, so a prompt's last token may use the quantized head too (for a
-    prompt mostly served from the cache, the dense head was a large share of the step)."""
+    The output head's copy is int8 and symmetric (GGUFs keep it at Q8_0 or better).  It has
+    a switch of its own that stays on: its logits make no state that the prefix cache
+    keeps, so a prompt's last token may use the quantized head too (for a prompt mostly
+    served from the cache, the dense head was a large share of the step)."""
     if bits not in (4, 8):
         raise ValueError(f"weight-only quantization has 4 or 8 bits, not {bits}")
     switch, head_switch = QuantSwitch(), QuantSwitch()
@@ -214,7 +226,7 @@ def quantize_linears(model: nn.Module, bits: int = 8) -> QuantSwitch:
             if not isinstance(child, nn.Linear):
                 continue
             if name in HEAD_NAMES:
-                setattr(parent, name, Int8Linear(child, head_switch))
+                setattr(parent, name, Int8Linear(child, head_switch, symmetric=True))
             else:
                 int4 = bits == 4 and Int4Linear.supports(child)
                 setattr(parent, name, (Int4Linear if int4 else Int8Linear)(child, switch))
