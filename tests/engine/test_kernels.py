@@ -175,9 +175,49 @@ def test_inputs_that_would_read_outside_the_cache_are_refused(
         "own_end": long([8]),
         "shared_rows": long([]),
         "shared_slots": long([]),
+        "k_new": torch.ones(1, 2, 8),
+        "v_new": torch.ones(1, 2, 8),
+        "new_slots": long([7]),
     } | change
+    caches = args["k_cache"].clone(), args["v_cache"].clone()
     with pytest.raises(RuntimeError, match=message):
-        kernel(*args.values(), 1.0, 0.0)
+        kernel(**args, scale=1.0, softcap=0.0)
+    # nothing was written (the checks come first)
+    assert torch.equal(args["k_cache"], caches[0]) and torch.equal(args["v_cache"], caches[1])
+
+
+def test_new_keys_and_values_are_stored_before_they_are_read(kernel: Kernel) -> None:
+    rng = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 3, 3, 64, generator=rng).bfloat16()
+    k_cache = torch.randn(128, 3, 64, generator=rng).bfloat16()
+    v_cache = torch.randn(128, 3, 64, generator=rng).bfloat16()
+    rows = [list(range(0, 20)), list(range(32, 77))]
+    new_slots = long([rows[0][-1], rows[1][-1]])
+    k_new = torch.randn(2, 3, 64, generator=rng).bfloat16()
+    v_new = torch.randn(2, 3, 64, generator=rng).bfloat16()
+    expected_k, expected_v = k_cache.clone(), v_cache.clone()
+    expected_k[new_slots], expected_v[new_slots] = k_new, v_new
+    expected = reference(q, expected_k, expected_v, rows, 0.125)
+    slots = torch.zeros(2, 45, dtype=torch.long)
+    slots[0, :20], slots[1] = long(rows[0]), long(rows[1])
+    none = long([])
+    out = kernel(
+        q,
+        k_cache,
+        v_cache,
+        slots,
+        long([0, 0]),
+        long([20, 45]),
+        none,
+        none,
+        0.125,
+        0.0,
+        k_new,
+        v_new,
+        new_slots,
+    )
+    assert torch.equal(k_cache, expected_k) and torch.equal(v_cache, expected_v)
+    torch.testing.assert_close(out.double(), expected, atol=1e-2, rtol=1e-2)
 
 
 def test_the_environment_can_turn_it_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -63,10 +63,12 @@ def paged_decode() -> Callable[..., torch.Tensor] | None:
     cannot be (or `LIMELIGHT_CPU_KERNELS=0`).
 
     paged_decode(q [B, Hkv, G, D], k_cache, v_cache [slots, Hkv, D], own_slots [B, L],
-    own_begin [B], own_end [B], shared_rows [R], shared_slots [S], scale, softcap) → [B, Hkv,
-    G, D] in q's dtype: row b attends to the keys at own_slots[b, own_begin[b]:own_end[b]]
-    and, if it is one of `shared_rows`, to those at `shared_slots`; softcap 0 for none.
-    float32 or bfloat16 queries and caches; slot and range tensors int64."""
+    own_begin [B], own_end [B], shared_rows [R], shared_slots [S], scale, softcap, k_new=None,
+    v_new=None, new_slots=None) → [B, Hkv, G, D] in q's dtype: first k_new and v_new [N,
+    Hkv, D] (the cache's dtype) go to their slots `new_slots` [N]; then row b attends to the
+    keys at own_slots[b, own_begin[b]:own_end[b]] and, if it is one of `shared_rows`, to
+    those at `shared_slots`; softcap 0 for none.  float32 or bfloat16 queries and caches;
+    slot and range tensors int64."""
     return torch.ops.limelight_kernels.paged_decode if _load() else None
 
 

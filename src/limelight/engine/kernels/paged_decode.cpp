@@ -207,11 +207,42 @@ bool is_float_or_bfloat16(const at::Tensor& t) {
   return t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16;
 }
 
-at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& k_cache,
-                        const at::Tensor& v_cache, const at::Tensor& own_slots,
-                        const at::Tensor& own_begin, const at::Tensor& own_end,
-                        const at::Tensor& shared_rows, const at::Tensor& shared_slots,
-                        double scale, double softcap) {
+// The step's new keys and values into their slots: k_new, v_new [N, Hkv, D] at new_slots [N].
+void store(at::Tensor& k_cache, at::Tensor& v_cache, const std::optional<at::Tensor>& k_new,
+           const std::optional<at::Tensor>& v_new, const std::optional<at::Tensor>& new_slots) {
+  if (!new_slots.has_value()) return;
+  TORCH_CHECK(k_new.has_value() && v_new.has_value(),
+              "paged_decode: new_slots needs k_new and v_new");
+  const at::Tensor& slots = *new_slots;
+  const int64_t n = slots.numel();
+  TORCH_CHECK(slots.scalar_type() == at::kLong && slots.is_contiguous(),
+              "paged_decode: new_slots must be contiguous int64");
+  for (const at::Tensor* t : {&*k_new, &*v_new})
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == k_cache.scalar_type() &&
+                    t->dim() == 3 && t->size(0) == n && t->size(1) == k_cache.size(1) &&
+                    t->size(2) == k_cache.size(2),
+                "paged_decode: k_new and v_new must be contiguous [N, Hkv, D] in the cache's dtype");
+  const int64_t* at = slots.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i)
+    TORCH_CHECK(0 <= at[i] && at[i] < k_cache.size(0), "paged_decode: new slot out of bounds");
+  const int64_t row = k_cache.size(1) * k_cache.size(2) * k_cache.element_size();
+  auto* k_dst = static_cast<char*>(k_cache.data_ptr());
+  auto* v_dst = static_cast<char*>(v_cache.data_ptr());
+  const auto* k_src = static_cast<const char*>(k_new->data_ptr());
+  const auto* v_src = static_cast<const char*>(v_new->data_ptr());
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(k_dst + at[i] * row, k_src + i * row, row);
+    std::memcpy(v_dst + at[i] * row, v_src + i * row, row);
+  }
+}
+
+at::Tensor paged_decode(const at::Tensor& q, at::Tensor& k_cache, at::Tensor& v_cache,
+                        const at::Tensor& own_slots, const at::Tensor& own_begin,
+                        const at::Tensor& own_end, const at::Tensor& shared_rows,
+                        const at::Tensor& shared_slots, double scale, double softcap,
+                        const std::optional<at::Tensor>& k_new,
+                        const std::optional<at::Tensor>& v_new,
+                        const std::optional<at::Tensor>& new_slots) {
   TORCH_CHECK(q.dim() == 4 && q.is_contiguous(),
               "paged_decode: q must be contiguous [B, Hkv, G, D]");
   TORCH_CHECK(k_cache.dim() == 3 && k_cache.is_contiguous() && v_cache.is_contiguous() &&
@@ -231,6 +262,7 @@ at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& k_cache,
                   own_end.numel() == b_n,
               "paged_decode: own_slots must be [B, L], own_begin and own_end [B]");
   const Keys keys(own_slots, own_begin, own_end, shared_rows, shared_slots, k_cache.size(0));
+  store(k_cache, v_cache, k_new, v_new, new_slots);
   at::Tensor out = at::empty(q.sizes(), q.options());
   if (k_cache.scalar_type() == at::kFloat)
     run<float>(q, k_cache, v_cache, keys, scale, softcap, out);
@@ -244,9 +276,10 @@ at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& k_cache,
 
 TORCH_LIBRARY(limelight_kernels, m) {
   m.def(
-      "paged_decode(Tensor q, Tensor k_cache, Tensor v_cache, Tensor own_slots, "
+      "paged_decode(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor own_slots, "
       "Tensor own_begin, Tensor own_end, Tensor shared_rows, Tensor shared_slots, "
-      "float scale, float softcap) -> Tensor");
+      "float scale, float softcap, Tensor? k_new=None, Tensor? v_new=None, "
+      "Tensor? new_slots=None) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(limelight_kernels, CPU, m) {

@@ -80,10 +80,10 @@ class PagedAttention(nn.Module):
         return self.attend(q, k, v, batch)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch) -> Tensor:
+        if batch.max_query_len == 1 and (kernel := self._decode_kernel(q)) is not None:
+            return self._decode(kernel, q, k, v, batch)
         self.k_cache.index_copy_(0, batch.slot_mapping, k.to(self.k_cache.dtype))
         self.v_cache.index_copy_(0, batch.slot_mapping, v.to(self.v_cache.dtype))
-        if batch.max_query_len == 1 and (kernel := self._decode_kernel(q)) is not None:
-            return self._decode(kernel, q, batch)
         dtype = _compute_dtype(q)
         if batch.shared is not None and self.logit_softcap is None and not self.sliding_window:
             return self._cascade(q, batch.shared, dtype).to(q.dtype)
@@ -112,9 +112,13 @@ class PagedAttention(nn.Module):
             return None
         return kernels.paged_decode()
 
-    def _decode(self, kernel: Callable[..., Tensor], q: Tensor, batch: ForwardBatch) -> Tensor:
-        """One new token per sequence through the kernel: q [B, H, D] → [B, H * D]."""
+    def _decode(
+        self, kernel: Callable[..., Tensor], q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch
+    ) -> Tensor:
+        """One new token per sequence through the kernel, which also writes the new keys and
+        values to their slots: q [B, H, D], k/v [B, Hkv, D] → [B, H * D]."""
         b, h, d = q.shape
+        dtype = self.k_cache.dtype
         queries = q.contiguous().view(b, self.num_kv_heads, h // self.num_kv_heads, d)
         keys = batch.decode_keys(self.sliding_window)
         out = kernel(
@@ -128,6 +132,9 @@ class PagedAttention(nn.Module):
             keys.shared_slots,
             self.scale,
             self.logit_softcap or 0.0,
+            k.to(dtype).contiguous(),
+            v.to(dtype).contiguous(),
+            batch.slot_mapping,
         )
         return out.view(b, h * d)
 
