@@ -124,12 +124,18 @@ void multiply_block(const Block& b, float* out) {
     load_levels<Bits>(w + kScaleBytes, q);
     for (int64_t r = 0; r < R; ++r) {
       const int32_t* p = b.x.quads(b.row + r, g);
-      __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
-      for (int64_t j = 0; j < kQuads; j += 2) {  // two chains of dependent adds, not one
-        even = _mm512_dpbusd_epi32(even, q[j], _mm512_set1_epi32(p[j]));
-        odd = _mm512_dpbusd_epi32(odd, q[j + 1], _mm512_set1_epi32(p[j + 1]));
+      __m512i dot = _mm512_setzero_si512();
+      if constexpr (R >= 4) {  // the rows' chains of dependent adds overlap
+        for (int64_t j = 0; j < kQuads; ++j)
+          dot = _mm512_dpbusd_epi32(dot, q[j], _mm512_set1_epi32(p[j]));
+      } else {  // two chains a row, one add more
+        __m512i odd = _mm512_setzero_si512();
+        for (int64_t j = 0; j < kQuads; j += 2) {
+          dot = _mm512_dpbusd_epi32(dot, q[j], _mm512_set1_epi32(p[j]));
+          odd = _mm512_dpbusd_epi32(odd, q[j + 1], _mm512_set1_epi32(p[j + 1]));
+        }
+        dot = _mm512_add_epi32(dot, odd);
       }
-      const __m512i dot = _mm512_add_epi32(even, odd);
       const int64_t at = (b.row + r) * b.x.groups + g;
       const __m512 ds = _mm512_mul_ps(d, _mm512_set1_ps(b.x.scale[at]));
       acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), ds, acc[r]);
