@@ -11,7 +11,7 @@ Attention stays as it is, one opaque operator per layer (`limelight::paged_atten
 only shape that varies is the number of new tokens.  Dynamo compiles one graph for a single
 token and one with the token count symbolic per range the quantized layers' row limits
 mark out (`QuantizedLinear.max_rows`); `warm_up` compiles them all when the engine is made,
-so no request waits on a compile: ~1.5 min the first time, ~15 s once Inductor's on-disk
+so no request waits on a compile: ~2 min the first time, ~20 s once Inductor's on-disk
 cache holds the kernels.
 
 Measured on SmolLM2 int4, with attention on PyTorch's path (before the CPU kernel of
@@ -47,6 +47,13 @@ from limelight.engine.models import CausalLM
 
 logger = logging.getLogger(__name__)
 
+# Inductor calls the step's kernels from generated C++ instead of Python, the wrapper built
+# apart from the kernels (so a cold compile takes no longer: 137 s either way here).  On
+# SmolLM2 int4, steps of one row took 6.3-7.1 instead of 9.7-10.0 ms, of 16 rows 19.8-20.2
+# instead of 23.4-25.7 (alternating runs, warm caches); the wrapper built together with the
+# kernels was in between and took 229 s cold.
+INDUCTOR_OPTIONS = {"cpp_wrapper": True, "cpp_wrapper_build_separate": True}
+
 # token counts the warm-up runs: at least one in each range a quantized layer's row limit
 # opens (64 with limelight's kernel; 4 for PyTorch's int8, 12 for its int4), up to the
 # engine's batch size
@@ -64,7 +71,7 @@ class CompiledDecode:
     def __init__(self, model: CausalLM) -> None:
         self.model = model
         self.layers = number_layers(model)
-        self._forward = torch.compile(model.forward, fullgraph=True)
+        self._forward = torch.compile(model.forward, fullgraph=True, options=INDUCTOR_OPTIONS)
         self.warm = False
 
     @staticmethod
