@@ -36,6 +36,7 @@ cannot be traced whole) the engine says why in the log and runs eager.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -52,7 +53,10 @@ logger = logging.getLogger(__name__)
 # SmolLM2 int4, steps of one row took 6.3-7.1 instead of 9.7-10.0 ms, of 16 rows 19.8-20.2
 # instead of 23.4-25.7 (alternating runs, warm caches); the wrapper built together with the
 # kernels was in between and took 229 s cold.
-INDUCTOR_OPTIONS = {"cpp_wrapper": True, "cpp_wrapper_build_separate": True}
+INDUCTOR_OPTIONS: dict[str, str | int | bool | Callable[..., Any]] = {
+    "cpp_wrapper": True,
+    "cpp_wrapper_build_separate": True,
+}
 
 # token counts the warm-up runs: at least one in each range a quantized layer's row limit
 # opens (64 with limelight's kernel; 4 for PyTorch's int8, 12 for its int4), up to the
