@@ -6,6 +6,7 @@ from collections import Counter
 import pytest
 import torch
 
+from limelight.engine import sampler
 from limelight.engine.sampler import apply_penalties, filtered_probs, sample
 from limelight.engine.sequence import Sequence
 from limelight.engine.types import SamplingParams
@@ -92,6 +93,42 @@ def test_top_k_top_p_min_p_masks_match_naive_reference_in_one_batch() -> None:
     # every filtered row really cuts: a test that kept every token would prove nothing
     kept = [len(naive_filtered(v, p)) for v, p in zip(logits.tolist(), MIXED, strict=True)]
     assert kept[0] == 30 and all(1 <= n < 30 for n in kept[1:])
+
+
+@pytest.mark.parametrize("candidates", [8, 40])
+def test_wide_vocabularies_filter_from_their_best_tokens_or_sort_the_whole_row(
+    monkeypatch: pytest.MonkeyPatch, candidates: int
+) -> None:
+    """A row whose nucleus lies within the `CANDIDATES` best tokens is filtered from them; a
+    flat one reaches past them and the batch sorts its whole rows: both as the reference.
+    Two rows with nuclei of 22 tokens, one flat row (1,571), a row that does not filter at
+    all, over a 2,000-token vocabulary."""
+    monkeypatch.setattr("limelight.engine.sampler.CANDIDATES", candidates)
+    sorted_calls = []
+    whole_rows = sampler._nucleus_sorted
+    monkeypatch.setattr(
+        sampler, "_nucleus_sorted", lambda *args: sorted_calls.append(1) or whole_rows(*args)
+    )
+    logits = random_logits(4, 2000, seed=11, scale=3.0)
+    logits[3] = random_logits(1, 2000, seed=12, scale=0.5)[0]  # flat: a wide nucleus
+    params = [
+        SamplingParams(temperature=0.8, top_p=0.9),
+        SamplingParams(temperature=1.0),  # no filter: every token
+        SamplingParams(temperature=0.7, top_k=30, top_p=0.95),
+        SamplingParams(temperature=1.0, top_p=0.9),
+    ]
+    # 8 candidates: row 2's top_k widens them to 30, which holds the nuclei of 22 tokens
+    for rows, sorts in (([0, 1, 2], 0), ([0, 1, 2, 3], 1)):
+        sorted_calls.clear()
+        probs = filtered_probs(logits[rows], [seq(params[r]) for r in rows])
+        assert len(sorted_calls) == sorts
+        for got, r in zip(probs, rows, strict=True):
+            expected = naive_filtered(logits[r].tolist(), params[r])
+            assert set(torch.nonzero(got).flatten().tolist()) == set(expected)
+            for token, q in expected.items():
+                assert got[token].item() == pytest.approx(q, abs=1e-5)
+    nucleus = [len(naive_filtered(logits[r].tolist(), params[r])) for r in range(4)]
+    assert nucleus == [22, 2000, 22, 1571]
 
 
 def test_draws_stay_inside_the_filtered_support() -> None:
