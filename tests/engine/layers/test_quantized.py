@@ -136,3 +136,14 @@ def test_int4_needs_whole_groups_else_int8(path: str) -> None:
     assert odd(x).shape == (3, 40)
     with pytest.raises(ValueError, match="4 or 8 bits"):
         quantize_linears(nn.Linear(8, 8), bits=2)
+
+
+def test_rows_that_are_a_strided_view_are_multiplied_too(path: str) -> None:
+    """A model may hand a layer a view (every other column of a wider tensor)."""
+    torch.manual_seed(3)
+    dense = nn.Linear(64, 32).to(torch.bfloat16)
+    layer = Int4Linear(dense, QuantSwitch())
+    wide = torch.randn(2, 128).to(torch.bfloat16)
+    view = wide[:, ::2]
+    assert not view.is_contiguous()
+    assert torch.equal(layer(view), layer(view.contiguous()))

@@ -141,7 +141,7 @@ class QuantizedLinear(nn.Module):
         rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)  # [T, K]
         if not (self.switch.is_on and rows.shape[0] <= self.max_rows):
             return F.linear(x, self.weight, self.bias)
-        out = self.matmul(rows)  # [T, N]
+        out = self.matmul(rows.contiguous())  # [T, N]; both kernels want contiguous rows
         if self.bias is not None:
             out = out + self.bias
         return out if x.dim() == 2 else out.reshape(*x.shape[:-1], self.out_features)
