@@ -95,8 +95,7 @@ def _nucleus_of_candidates(logits: Tensor, k: Tensor, top_p: Tensor) -> Tensor |
     probs = (values - norm[:, None]).exp()
     if not bool(((k <= width) | (probs.sum(dim=-1) >= top_p)).all()):
         return None
-    # drop a token when the tokens ranked above it already reach top_p
-    drop = (probs.cumsum(dim=-1) - probs) >= top_p[:, None]
+    drop = _past_top_p(probs, top_p)
     out = torch.full_like(logits, -torch.inf)
     return out.scatter_(-1, order, values.masked_fill(drop, -torch.inf))
 
@@ -106,9 +105,13 @@ def _nucleus_sorted(logits: Tensor, k: Tensor, top_p: Tensor) -> Tensor:
     kth = logits.sort(dim=-1, descending=True).values.gather(-1, (k - 1)[:, None])
     logits = logits.masked_fill(logits < kth, -torch.inf)
     sorted_logits, order = logits.sort(dim=-1, descending=True)
-    sorted_probs = sorted_logits.softmax(dim=-1)
-    drop = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= top_p[:, None]
+    drop = _past_top_p(sorted_logits.softmax(dim=-1), top_p)
     return logits.masked_fill(drop.scatter(-1, order, drop), -torch.inf)
+
+
+def _past_top_p(probs: Tensor, top_p: Tensor) -> Tensor:
+    """For probabilities best first: the tokens ranked below others that already reach top_p."""
+    return (probs.cumsum(dim=-1) - probs) >= top_p[:, None]
 
 
 def exponential_noise(shape: torch.Size, seqs: list[Sequence], device: torch.device) -> Tensor:

@@ -17,6 +17,7 @@ from limelight.engine.layers.quantized import (
     QuantSwitch,
     quantize_linears,
 )
+from tests.engine.test_kernels import quantize_rows
 
 KINDS = [Int8Linear, Int4Linear]
 
@@ -29,13 +30,6 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     else:
         monkeypatch.setattr(kernels, "quant_matmul", lambda: None)
     return str(request.param)
-
-
-def quantize_rows(x: torch.Tensor) -> torch.Tensor:
-    """x as limelight's kernel sees it: int8 levels per group of 32, dequantized."""
-    groups = x.float().view(*x.shape[:-1], -1, INT4_GROUP_SIZE)
-    scale = groups.abs().amax(dim=-1, keepdim=True) / 127
-    return (torch.round(groups / scale) * scale).view(x.shape)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -76,7 +70,7 @@ def test_four_bit_levels_are_held_exactly(kind: type[QuantizedLinear], path: str
     dense.weight.data.copy_(weight)
     layer = kind(dense, QuantSwitch())
     x = torch.randn(2, k).to(torch.bfloat16)
-    seen = quantize_rows(x) if path == "kernel" else x.float()
+    seen = quantize_rows(x).float() if path == "kernel" else x.float()
     got, want = layer(x).float(), seen @ weight.float().T
     # measured 0.002-0.003 (bfloat16 rounding), 0.005 with PyTorch's int8 (symmetric per
     # row, off the grid); off-grid random weights give 0.09 with int4

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 DTYPES = frozenset({torch.float32, torch.bfloat16})  # of the tensors they take
 _HERE = Path(__file__).parent
 _SOURCES = [_HERE / "paged_decode.cpp", _HERE / "quant_matmul.cpp"]
-_HEADERS = [_HERE / "attend.h", _HERE / "convert.h"]
+_HEADERS = [_HERE / "attend.h", _HERE / "tile.h", _HERE / "convert.h"]
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 QUANT_ROWS = 16  # output rows packed together by `quant_matmul`'s weight layout
 QUANT_GROUP = 32  # inputs per scale and offset
