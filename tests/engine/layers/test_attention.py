@@ -103,17 +103,18 @@ def test_greedy_text_is_the_same_with_shared_keys_read_once(
     prompts = [[*character, *(rng.randrange(4, VOCAB) for _ in range(5 + i))] for i in range(4)]
     prompts.append([rng.randrange(4, VOCAB) for _ in range(50)])  # another character
     params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
-    calls = []  # steps whose attention read shared keys once
+    calls = []  # decode steps whose attention read shared keys once
     if decode_path == "kernel":
-        kernel = kernels.paged_decode()
-        assert kernel is not None
+        through_kernel = PagedAttention._kernel_attend
 
-        def counted_kernel(*args: Any) -> torch.Tensor:
-            if len(args[6]):  # shared_rows
+        def counted_kernel(
+            self: PagedAttention, kernel: Any, q: Any, k: Any, v: Any, batch: ForwardBatch
+        ) -> torch.Tensor:
+            if batch.max_query_len == 1 and len(batch.kernel_keys().shared_rows):
                 calls.append(1)
-            return kernel(*args)
+            return through_kernel(self, kernel, q, k, v, batch)
 
-        monkeypatch.setattr(kernels, "paged_decode", lambda: counted_kernel)
+        monkeypatch.setattr(PagedAttention, "_kernel_attend", counted_kernel)
     else:
         cascade = PagedAttention._cascade
 
@@ -140,3 +141,57 @@ def test_greedy_text_is_the_same_with_shared_keys_read_once(
     calls.clear()
     assert run() == once
     assert not calls
+
+
+def test_a_prompt_steps_kernel_keys_share_the_longest_cached_context() -> None:
+    seqs = [
+        SequenceSlice(start=0, num_new=3, block_table=[7]),  # a new prompt
+        SequenceSlice(start=40, num_new=4, block_table=[1, 2, 3, 4]),  # a turn after a prefix
+        SequenceSlice(start=20, num_new=1, block_table=[5, 6]),  # decoding
+    ]
+    keys = ForwardBatch.build(seqs, BS).kernel_keys()
+    assert keys.shared_rows.tolist() == [3, 4, 5, 6]  # the turn's tokens, flat order
+    assert keys.shared_slots.tolist() == positions_to_slots([1, 2, 3, 4], range(40))
+    assert keys.begin.tolist() == [0, 0, 0, 40, 40, 40, 40, 0]
+    assert keys.end.tolist() == [1, 2, 3, 41, 42, 43, 44, 21]
+    for row, seq in zip([0, 3, 7], seqs, strict=True):
+        visible = keys.slots[row, : keys.end[row + seq.num_new - 1]].tolist()
+        assert visible == positions_to_slots(seq.block_table, range(seq.start + seq.num_new))
+    windowed = ForwardBatch.build(seqs, BS).kernel_keys(sliding_window=8)
+    assert not len(windowed.shared_rows)  # cached keys may lie outside the window
+    assert windowed.begin.tolist() == [0, 0, 0, 33, 34, 35, 36, 13]
+
+
+@pytest.mark.parametrize(("window", "softcap"), [(None, None), (6, None), (None, 20.0)])
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_a_step_with_prompt_tokens_attends_alike_through_the_kernel(
+    dtype: torch.dtype,
+    tolerance: float,
+    window: int | None,
+    softcap: float | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prompt chunks (after a cached context or not) and decode rows in one step: the
+    kernel gives PyTorch's attention, and leaves the same cache."""
+    torch.manual_seed(1)
+    attention = PagedAttention(6, 2, 8, 8**-0.5, sliding_window=window, logit_softcap=softcap)
+    seqs = [
+        SequenceSlice(start=37, num_new=9, block_table=[3, 4, 5]),
+        SequenceSlice(start=0, num_new=5, block_table=[6]),
+        SequenceSlice(start=70, num_new=1, block_table=[7, 8, 9, 10, 11]),
+        SequenceSlice(start=16, num_new=3, block_table=[12, 13]),
+    ]
+    batch = ForwardBatch.build(seqs, BS)
+    caches = [torch.randn(16 * BS, 2, 8, dtype=dtype) for _ in range(2)]
+    q, k, v = (torch.randn(18, n, 8, dtype=dtype) for n in (6, 2, 2))
+    assert kernels.paged_decode() is not None
+    attention.bind_cache(*(c.clone() for c in caches))
+    through_kernel = attention(q, k, v, batch)
+    kernel_caches = attention.k_cache, attention.v_cache
+    monkeypatch.setattr(kernels, "paged_decode", lambda: None)
+    attention.bind_cache(*(c.clone() for c in caches))
+    expected = attention(q, k, v, ForwardBatch.build(seqs, BS))
+    assert through_kernel.dtype == dtype and through_kernel.shape == (18, 48)
+    torch.testing.assert_close(through_kernel, expected, atol=tolerance, rtol=tolerance)
+    assert torch.equal(kernel_caches[0], attention.k_cache)
+    assert torch.equal(kernel_caches[1], attention.v_cache)

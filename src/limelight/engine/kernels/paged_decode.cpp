@@ -1,18 +1,23 @@
-// Decode attention over the paged KV cache, one new token per sequence, on the CPU.
-// Registered as limelight_kernels::paged_decode; built and loaded by kernels/__init__.py,
+// Attention over the paged KV cache on the CPU for rows of one query token each: a decode
+// step's sequences, or a step's new tokens (layers/batch.py: KernelKeys).  Registered as limelight_kernels::paged_decode; built and loaded by kernels/__init__.py,
 // whose docstring says why it is hand-written and what it measured.
 //
-// Each sequence's keys are read straight from their cache slots (no gathered copy, no
-// cast of the cache).  Work is cut into items of one sequence and up to kChunk of its
-// keys, all KV heads at once; keys that several sequences share (one character's users)
-// are items of their own, attended by all of those sequences' queries, so that each
-// shared key is read once a step.  Items run on ATen's thread pool (attend.h has their
-// loops) and leave partial results, merged per sequence and query head at the end.
+// Each row's keys are read straight from their cache slots (no gathered copy, no cast of
+// the cache).  Work is cut into items of one row and up to kChunk of its keys, all KV
+// heads at once; keys that several rows share (one character's users, a prompt chunk's
+// cached context) are items of their own, attended by all of those rows' queries, so that
+// each shared key is read once a step.  Items are dealt to ATen's threads by their cost
+// (attend.h has their loops) and leave partial results, merged per row and query head at
+// the end.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
 
 #include "attend.h"
 
@@ -21,6 +26,7 @@ namespace {
 
 constexpr int64_t kChunk = 128;    // keys per work item
 constexpr int64_t kSerial = 2048;  // scores in a call below which it runs on one thread
+constexpr int64_t kItemCost = 16;  // an item's fixed cost, in keys read by one row
 
 // The slot and range arguments, checked against the cache so that no item reads outside it.
 struct Keys {
@@ -162,6 +168,29 @@ void gather_shared_queries(const std::vector<float>& scaled, const Keys& keys, i
                   scaled.data() + (keys.shared_rows[r] * kv + h) * groups * d, groups * d * 4);
 }
 
+// The items dealt out to `threads` threads by their cost (keys times the rows that read
+// them), each in turn, dearest first, to the least loaded: a chunk of shared keys costs as
+// much as many rows' own chunks, which come first in the list, so cutting the list into
+// contiguous parts (as at::parallel_for does) left one thread with nearly all the work.
+std::vector<std::vector<int64_t>> deal(const std::vector<Item>& items, const Keys& keys,
+                                       int64_t threads) {
+  const auto cost = [&](const Item& item) {
+    return (item.end - item.begin) * (item.row >= 0 ? 1 : keys.num_shared_rows) + kItemCost;
+  };
+  std::vector<int64_t> order(items.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return cost(items[a]) > cost(items[b]); });
+  std::vector<std::vector<int64_t>> shares(threads);
+  std::vector<int64_t> loads(threads, 0);
+  for (const int64_t i : order) {
+    const int64_t t = std::min_element(loads.begin(), loads.end()) - loads.begin();
+    shares[t].push_back(i);
+    loads[t] += cost(items[i]);
+  }
+  return shares;
+}
+
 template <typename C>
 void run(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
          const Keys& keys, double scale, double softcap, at::Tensor& out) {
@@ -176,26 +205,29 @@ void run(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cac
   int64_t scores = keys.num_shared * keys.num_shared_rows;
   for (int64_t b = 0; b < b_n; ++b) scores += keys.end[b] - keys.begin[b];
   const int64_t n_items = static_cast<int64_t>(plan.items.size());
-  const int64_t grain = scores * kv * groups < kSerial ? n_items : 1;
-  at::parallel_for(0, n_items, grain, [&](int64_t lo, int64_t hi) {
+  const int64_t threads =
+      scores * kv * groups < kSerial ? 1 : std::min<int64_t>(at::get_num_threads(), n_items);
+  const std::vector<std::vector<int64_t>> shares = deal(plan.items, keys, threads);
+  at::parallel_for(0, threads, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> scratch;
     std::vector<Partial> partials;
-    for (int64_t i = lo; i < hi; ++i) {
-      const Item& item = plan.items[i];
-      Chunk<C> chunk = base;
-      chunk.n = item.end - item.begin;
-      if (item.row >= 0) {
-        chunk.queries = scaled.data() + item.row * kv * groups * d;
-        chunk.slots = keys.own + item.row * keys.width + item.begin;
-      } else {
-        chunk.queries = shared_queries.data();
-        chunk.nq = keys.num_shared_rows * groups;
-        chunk.slots = keys.shared_slots + item.begin;
+    for (int64_t t = lo; t < hi; ++t)
+      for (const int64_t i : shares[t]) {
+        const Item& item = plan.items[i];
+        Chunk<C> chunk = base;
+        chunk.n = item.end - item.begin;
+        if (item.row >= 0) {
+          chunk.queries = scaled.data() + item.row * kv * groups * d;
+          chunk.slots = keys.own + item.row * keys.width + item.begin;
+        } else {
+          chunk.queries = shared_queries.data();
+          chunk.nq = keys.num_shared_rows * groups;
+          chunk.slots = keys.shared_slots + item.begin;
+        }
+        plan.partials(item, keys, partials);
+        chunk.out = partials.data();
+        attend(chunk, scratch);
       }
-      plan.partials(item, keys, partials);
-      chunk.out = partials.data();
-      attend(chunk, scratch);
-    }
   });
   if (q.scalar_type() == at::kFloat)
     plan.merge(out.data_ptr<float>());

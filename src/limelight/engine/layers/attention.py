@@ -21,8 +21,10 @@ On the CPU a step of one new token per sequence (decode) goes to the kernel in
 slot for all the query heads that use it, and shared keys once for all the rows that share
 them, with no gathered copy (SmolLM2 int4, a whole decode step, kernel against the path
 below, alternating in one process: 1 x 66 of context 15.9 / 23.6 ms, 1 x 1,431 22.2 /
-52.1, 4 x 1,431 sharing it 33.8 / 46.8, 16 x 66 65.3 / 88.4).  The code below serves
-prompt chunks, other devices, float16, and machines where the kernel could not be built.
+52.1, 4 x 1,431 sharing it 33.8 / 46.8, 16 x 66 65.3 / 88.4).  So does a step of one
+short prompt chunk beside decoding rows (`_suits_kernel`): each new token is a row there,
+and the chunk's cached keys are shared by its tokens.  The code below serves other prompt
+steps, other devices, float16, and machines where the kernel could not be built.
 
 In a compiled decode step (`engine/compiled.py`) attention is one opaque operator,
 `limelight::paged_attention`, that runs the code below unchanged: its cache writes, its
@@ -43,6 +45,9 @@ from torch import Tensor, nn
 
 from limelight.engine import kernels
 from limelight.engine.layers.batch import ForwardBatch, SharedPrefix
+
+# The longest prompt chunk that goes to the CPU kernel beside decoding rows.
+KERNEL_MAX_QUERY_LEN = 64
 
 
 class PagedAttention(nn.Module):
@@ -80,8 +85,8 @@ class PagedAttention(nn.Module):
         return self.attend(q, k, v, batch)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch) -> Tensor:
-        if batch.max_query_len == 1 and (kernel := self._decode_kernel(q)) is not None:
-            return self._decode(kernel, q, k, v, batch)
+        if _suits_kernel(batch) and (kernel := self._kernel(q)) is not None:
+            return self._kernel_attend(kernel, q, k, v, batch)
         self.k_cache.index_copy_(0, batch.slot_mapping, k.to(self.k_cache.dtype))
         self.v_cache.index_copy_(0, batch.slot_mapping, v.to(self.v_cache.dtype))
         dtype = _compute_dtype(q)
@@ -106,21 +111,21 @@ class PagedAttention(nn.Module):
         out = out.to(q.dtype).transpose(1, 2)  # [B, Lq, H, D]
         return batch.to_flat(out).flatten(1)  # [T, H * D]
 
-    def _decode_kernel(self, q: Tensor) -> Callable[..., Tensor] | None:
-        """The CPU decode kernel, where it is built and takes these tensors' dtypes."""
+    def _kernel(self, q: Tensor) -> Callable[..., Tensor] | None:
+        """The CPU attention kernel, where it is built and takes these tensors' dtypes."""
         if q.device.type != "cpu" or not {q.dtype, self.k_cache.dtype} <= kernels.DTYPES:
             return None
         return kernels.paged_decode()
 
-    def _decode(
+    def _kernel_attend(
         self, kernel: Callable[..., Tensor], q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch
     ) -> Tensor:
-        """One new token per sequence through the kernel, which also writes the new keys and
-        values to their slots: q [B, H, D], k/v [B, Hkv, D] → [B, H * D]."""
+        """The step's tokens through the kernel, which also writes the new keys and values
+        to their slots: q [T, H, D], k/v [T, Hkv, D] → [T, H * D]."""
         b, h, d = q.shape
         dtype = self.k_cache.dtype
         queries = q.contiguous().view(b, self.num_kv_heads, h // self.num_kv_heads, d)
-        keys = batch.decode_keys(self.sliding_window)
+        keys = batch.kernel_keys(self.sliding_window)
         out = kernel(
             queries,
             self.k_cache,
@@ -172,7 +177,7 @@ class PagedAttention(nn.Module):
         w_own = (lse_own - top).exp_().unsqueeze(-1)
         w_shared = (lse_shared - top).exp_().unsqueeze(-1)
         merged = (out_own * w_own + out_shared * w_shared) / (w_own + w_shared)
-        return out.index_copy(0, shared.rows, merged).reshape(b, h * d)
+        return out.index_copy(0, shared.rows, merged.to(out.dtype)).reshape(b, h * d)
 
     @staticmethod
     def _gather(cache: Tensor, key_slots: Tensor, dtype: torch.dtype) -> Tensor:
@@ -229,11 +234,28 @@ def compiled_step(layers: list[PagedAttention], batch: ForwardBatch) -> Iterator
         _OPAQUE.layers, _OPAQUE.batch = [], None
 
 
+def _suits_kernel(batch: ForwardBatch) -> bool:
+    """Decode steps, and steps of one short chunk beside decoding rows, go to the CPU kernel.
+
+    The kernel reads a chunk's cached keys once for all its tokens, but its loop over many
+    queries at once multiplies in float32, slower than PyTorch's bfloat16 matrix products
+    (30 new tokens after 1,000 cached, attention alone: 1,197 against 525 µs a layer).  It
+    pays where PyTorch's path would pad every decoding row to the chunk's length: 30 new
+    tokens beside 3 decoding rows took 1,683 against 2,270 µs (SmolLM2's heads, bfloat16)."""
+    if batch.max_query_len == 1:
+        return True
+    return (
+        batch.num_chunks == 1 and batch.num_seqs > 1 and batch.max_query_len <= KERNEL_MAX_QUERY_LEN
+    )
+
+
 def _compute_dtype(q: Tensor) -> torch.dtype:
-    """Attention runs in float32 on the CPU: PyTorch's CPU attention in bfloat16 is several
-    times slower than in float32 (one decode query over 1,600 keys: 2.5 vs 1.0 ms with the
-    casts, SmolLM2's heads), and the cast of the gathered keys costs less than that."""
-    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+    """The queries' own dtype but float16 on the CPU, which runs in float32.  PyTorch's CPU
+    attention in bfloat16 takes bfloat16 matrix products (SmolLM2's heads, a bfloat16 cache,
+    µs a layer, gather included, against float32 with the casts: 30 new tokens after 1,000
+    343 / 1,227, a 256-token chunk after 744 1,272 / 3,188, one token after 1,000 119 / 212).
+    """
+    if q.device.type == "cpu" and q.dtype == torch.float16:
         return torch.float32
     return q.dtype
 

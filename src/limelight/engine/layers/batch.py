@@ -69,9 +69,10 @@ class ForwardBatch:
     state_restores: list[tuple[int, int]]  # (state slot, snapshot slot) to load first
     state_snapshots: list[tuple[int, int, int]]  # (batch row, tokens consumed, snapshot slot)
     max_query_len: int  # 1: a decode step, one new token per sequence (padded = flat layout)
+    num_chunks: int  # sequences with more than one new token (prompt chunks, drafts)
     shared: SharedPrefix | None = None  # decode steps only
     _masks: dict[int | None, Tensor] = field(default_factory=dict)
-    _decode_keys: dict[int | None, DecodeKeys] = field(default_factory=dict)
+    _kernel_keys: dict[int | None, KernelKeys] = field(default_factory=dict)
 
     @property
     def num_tokens(self) -> int:
@@ -126,6 +127,7 @@ class ForwardBatch:
                 for consumed, slot in s.snapshots
             ],
             max_query_len=max_q,
+            num_chunks=int((query_lens > 1).sum()),
             shared=_shared_prefix(seqs, ends, block_size, device),
         )
 
@@ -153,29 +155,49 @@ class ForwardBatch:
             self._masks[sliding_window] = mask[:, None]
         return self._masks[sliding_window]
 
-    def decode_keys(self, sliding_window: int | None = None) -> DecodeKeys:
-        """A decode step's keys for `DecodeKeys`' reader, computed once a step per window.
-        A windowed layer reads each row's last `sliding_window` keys and no shared prefix
-        (its keys may lie outside the window)."""
-        if sliding_window not in self._decode_keys:
-            shared = self.shared
-            if shared is not None and sliding_window is None:
-                own = shared.own_slots, torch.zeros_like(shared.own_lens), shared.own_lens
-                keys = DecodeKeys(*own, shared.rows, shared.slots)
-            else:
-                ends = self.start_lens + self.query_lens
-                begin = torch.zeros_like(ends)
-                if sliding_window is not None:
-                    begin = (ends - sliding_window).clamp_(min=0)
-                none = torch.zeros(0, dtype=torch.long, device=ends.device)
-                keys = DecodeKeys(self.key_slots, begin, ends, none, none)
-            self._decode_keys[sliding_window] = keys
-        return self._decode_keys[sliding_window]
+    def kernel_keys(self, sliding_window: int | None = None) -> KernelKeys:
+        """Each new token's keys for the CPU attention kernel (`KernelKeys`), computed once
+        a step per window.  A windowed layer reads each token's last `sliding_window` keys
+        and shares none (they may lie outside the window).
+
+        A decode step's rows are its sequences, and the context several of them share
+        (`shared`) is read once for all of them.  In a step with prompt tokens each new
+        token is a row that attends to its sequence's keys up to itself; the sequence with
+        the most cached keys times new tokens (a new turn after a character's prompt)
+        gives its cached keys as shared ones, read once for all its new tokens, whose own
+        keys are then the step's new ones up to each."""
+        if sliding_window not in self._kernel_keys:
+            self._kernel_keys[sliding_window] = self._build_kernel_keys(sliding_window)
+        return self._kernel_keys[sliding_window]
+
+    def _build_kernel_keys(self, window: int | None) -> KernelKeys:
+        shared = self.shared
+        if shared is not None and window is None:
+            own = shared.own_slots, torch.zeros_like(shared.own_lens), shared.own_lens
+            return KernelKeys(*own, shared.rows, shared.slots)
+        ends = self.positions + 1
+        begin = torch.zeros_like(ends)
+        if window is not None:
+            begin = (ends - window).clamp_(min=0)
+        none = torch.zeros(0, dtype=torch.long, device=ends.device)
+        if self.max_query_len == 1:  # rows are sequences
+            return KernelKeys(self.key_slots, begin, ends, none, none)
+        rows = torch.arange(self.num_seqs, device=ends.device)
+        rows = rows.repeat_interleave(self.query_lens)  # [T] each token's sequence
+        slots = self.key_slots.index_select(0, rows)  # [T, Lk]
+        gain = self.start_lens * (self.query_lens - 1)
+        best = int(gain.argmax())
+        if window is not None or int(gain[best]) == 0:
+            return KernelKeys(slots, begin, ends, none, none)
+        cached = int(self.start_lens[best])
+        shared_rows = (rows == best).nonzero().flatten()
+        begin[shared_rows] = cached
+        return KernelKeys(slots, begin, ends, shared_rows, self.key_slots[best, :cached])
 
 
 @dataclass(slots=True, eq=False)
-class DecodeKeys:
-    """Where each decoding row's keys are, as the CPU decode kernel reads them
+class KernelKeys:
+    """Where each row's keys are, as the CPU attention kernel reads them
     (`kernels.paged_decode`): row b attends to `slots[b, begin[b]:end[b]]`, and the rows in
     `shared_rows` also to `shared_slots` (empty tensors when no keys are shared)."""
 
