@@ -3,8 +3,8 @@
 #
 # It is built from the llama.cpp source that the llama-cpp-python sdist bundles
 # (vendor/llama.cpp), so the server and the single-stream peer (llama-cpp-python) run
-# the same llama.cpp.  Release, native CPU flags, web UI and TLS off, only the server
-# target, two jobs.  Work already done is skipped: the download, the unpacking and the
+# the same llama.cpp.  Release, native CPU flags but AMX (llama_cpp_flags.sh says why), web
+# UI and TLS off, only the server target, two jobs.  Work already done is skipped: the download, the unpacking and the
 # build each happen once per version under the cache folder.
 #
 # Usage: bench/build_llama_server.sh            (prints the binary's path on the last line)
@@ -15,7 +15,8 @@ set -euo pipefail
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${LIMELIGHT_CACHE:-$HOME/.cache/limelight}/llama.cpp/$VERSION"
-BINARY="$CACHE/build/bin/llama-server"
+BUILD="$CACHE/build-no-amx"
+BINARY="$BUILD/bin/llama-server"
 
 if [[ -x "$BINARY" ]]; then
     echo "$BINARY"
@@ -44,7 +45,9 @@ fi
 
 GENERATOR=()
 command -v ninja >/dev/null && GENERATOR=(-G Ninja)
-cmake -S "$SOURCE" -B "$CACHE/build" "${GENERATOR[@]}" \
+# shellcheck source=bench/llama_cpp_flags.sh
+source "$ROOT/bench/llama_cpp_flags.sh"
+cmake -S "$SOURCE" -B "$BUILD" "${GENERATOR[@]}" \
     -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_BUILD_SERVER=ON \
@@ -54,7 +57,7 @@ cmake -S "$SOURCE" -B "$CACHE/build" "${GENERATOR[@]}" \
     -DLLAMA_BUILD_UI=OFF \
     -DLLAMA_USE_PREBUILT_UI=OFF \
     -DLLAMA_OPENSSL=OFF >&2
-cmake --build "$CACHE/build" --target llama-server -j 2 >&2
+cmake --build "$BUILD" --target llama-server -j 2 >&2
 
 [[ -x "$BINARY" ]] || { echo "build_llama_server: no $BINARY after the build" >&2; exit 1; }
 echo "$BINARY"
