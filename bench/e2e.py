@@ -123,7 +123,7 @@ def _skip_reason(skip: bool) -> str | None:
     if skip:
         return "--skip-assembled"
     if importlib.util.find_spec("llama_cpp") is None:
-        return "llama-cpp-python is not installed (pip install -e '.[bench]')"
+        return "llama-cpp-python is not installed (bench/install_peer.sh)"
     return None
 
 

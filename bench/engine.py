@@ -145,6 +145,12 @@ def print_report(report: dict[str, Any]) -> None:
         better = "higher" if figure.is_higher_better else "lower"
         tail = f"{ratio:12.2f}  ({better} is better)" if ratio is not None else ""
         print(f"{label:44}{figure.unit:>7}{cells}{tail}")
+    if "flash_attention" in report.get("llama.cpp", {}):
+        chosen = report["llama.cpp"]["flash_attention"]
+        print(
+            f"llama-server ran with -fa auto and -fa off; kept -fa {chosen['concurrent']} for "
+            f"{workload['num_streams']} streams, -fa {chosen['shared_prefix_ttft']} for TTFT (the faster of each)"
+        )
     print(
         f"machine: read {machine['read_gb_s']:.1f} GB/s, copy {machine['copy_gb_s']:.1f} GB/s, "
         f"fp32 matmul {machine['matmul_size']}² {machine['matmul_gflop_s']:.1f} GFLOP/s "
