@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from limelight.engine import sampler
-from limelight.engine.sampler import apply_penalties, filtered_probs, sample
+from limelight.engine.sampler import apply_penalties, argmax_rows, filtered_probs, sample
 from limelight.engine.sequence import Sequence
 from limelight.engine.types import SamplingParams
 
@@ -278,3 +278,13 @@ def test_logprobs_are_raw_log_softmax_sorted_and_contain_the_best_token() -> Non
         assert [v for _, v in lp.top] == pytest.approx([values[i] - log_z for i in ids], abs=1e-5)
         if wanted[row]:
             assert lp.top[0][0] == max(range(vocab), key=lambda v: values[v])
+
+
+def test_argmax_rows_picks_the_first_of_tied_maxima_like_argmax() -> None:
+    rows = torch.zeros(4, 49_152, dtype=torch.bfloat16)
+    rows[0, [5, 900, 40_000]] = 3  # ties
+    rows[1, [48_000, 7]] = 2
+    rows[3, [100, 30_000]] = float("inf")  # row 2: all equal
+    assert argmax_rows(rows).tolist() == [5, 7, 0, 100]
+    levels = torch.randint(0, 4, (64, 5_000), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(argmax_rows(levels.float()), levels.float().argmax(dim=-1))

@@ -46,7 +46,13 @@ from torch import Tensor
 
 from limelight.engine.layers.batch import ForwardBatch, SequenceSlice
 from limelight.engine.models import CausalLM
-from limelight.engine.sampler import apply_penalties, filtered_probs, sample, token_logprobs
+from limelight.engine.sampler import (
+    apply_penalties,
+    argmax_rows,
+    filtered_probs,
+    sample,
+    token_logprobs,
+)
 from limelight.engine.scheduler import ScheduledSeq
 from limelight.engine.sequence import Sequence
 from limelight.engine.types import EngineConfig, TokenLogprob
@@ -149,7 +155,7 @@ class DraftModelProposer:
             batch = ForwardBatch.build(slices, self.block_size, self.device)
             ids = torch.tensor([last[i] for i in active], device=self.device)
             logits = self.model.compute_logits(self.model(ids, batch))  # [B, V]
-            tokens = logits[:, : self.vocab_size].argmax(dim=-1).tolist()
+            tokens = argmax_rows(logits[:, : self.vocab_size]).tolist()
             for i, token in zip(active, tokens, strict=True):
                 drafts[i].append(token)
                 last[i] = token
@@ -202,7 +208,7 @@ def verify(logits: Tensor, seqs: list[Sequence], drafts: Tokens) -> tuple[Tokens
     else:
         contexts = [s for s, d in zip(seqs, drafts, strict=True) for _ in range(len(d) + 1)]
         processed = logits
-    greedy = processed.argmax(dim=-1).tolist()  # [R]
+    greedy = argmax_rows(processed).tolist()  # [R]
     random_rows = [r for r, c in enumerate(contexts) if not c.params.is_greedy]
     prob_of_row = {}
     if random_rows:
