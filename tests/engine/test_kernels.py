@@ -5,6 +5,7 @@ cache."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -273,15 +274,16 @@ def test_packed_weights_are_within_half_a_level_of_the_dense_ones(
 
 
 @pytest.mark.parametrize("bits", [4, 8])
-@pytest.mark.parametrize("rows", [1, 3, 8, 13, 64])
+@pytest.mark.parametrize("rows", [1, 3, 8, 13, 17, 64])
 @pytest.mark.parametrize(
     ("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)], ids=["f32", "bf16"]
 )
 def test_quant_matmul_multiplies_int8_rows_by_the_packed_weights(
     quant_matmul: Kernel, bits: int, rows: int, dtype: torch.dtype, tolerance: float
 ) -> None:
-    """Every row (one pass of 1-8 rows, several passes, a short last one) is the product of
-    its int8 form with the weights, for both bit widths and both activation dtypes."""
+    """Every row (one pass of 1-8 rows, or with AMX of 12-16, several passes, a short last
+    one) is the product of its int8 form with the weights, for both bit widths and both
+    activation dtypes."""
     torch.manual_seed(rows * bits)
     n, k = 200, 320
     packed = pack_levels(torch.randn(n, k), bits)
@@ -315,3 +317,11 @@ def test_quant_matmul_refuses_what_it_cannot_multiply(
 def test_quant_matmul_of_no_rows(quant_matmul: Kernel) -> None:
     packed = pack_levels(torch.randn(32, 64), 8)
     assert quant_matmul(torch.empty(0, 64), packed, 8).shape == (0, 32)
+
+
+def test_quant_matmul_takes_amx_where_the_cpu_has_it(quant_matmul: Kernel) -> None:
+    """Built for this CPU (-march=native), the kernel multiplies passes of 12-16 rows with
+    AMX tiles where the CPU has them and Linux lends them to the process."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    flags = next(line for line in lines if line.startswith("flags")).split()
+    assert kernels.quant_matmul_uses_amx() == ("amx_int8" in flags)

@@ -83,6 +83,12 @@ def quant_matmul() -> Callable[..., torch.Tensor] | None:
     return torch.ops.limelight_kernels.quant_matmul
 
 
+def quant_matmul_uses_amx() -> bool:
+    """Whether `quant_matmul` multiplies passes of 12 to 16 rows with AMX tiles (built for a
+    CPU with AMX, on Linux, which lent the tiles to this process)."""
+    return _load() and bool(torch.ops.limelight_kernels.quant_matmul_uses_amx())
+
+
 def _load() -> bool:
     if not _library:
         with _lock:

@@ -16,6 +16,10 @@
 // Activations: each row's group of 32 is quantized symmetrically, x ≈ s·p with p int8, so
 // a group contributes  d·s·Σ q·p + m·s·Σ p  to its output: one integer dot product and two
 // multiply-adds per group, 16 output rows at once.
+//
+// Where the CPU has AMX, passes of 12 to 16 activation rows take each group's integer dot
+// products from one tile product instead (multiply_block_amx); fewer rows stay on VNNI,
+// which was faster there.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -27,6 +31,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
@@ -34,6 +39,14 @@
 #define LIMELIGHT_VNNI 1
 #else
 #define LIMELIGHT_VNNI 0
+#endif
+
+#if LIMELIGHT_VNNI && defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define LIMELIGHT_AMX 1
+#else
+#define LIMELIGHT_AMX 0
 #endif
 
 #include "convert.h"
@@ -145,6 +158,147 @@ void multiply_block(const Block& b, float* out) {
   for (int64_t r = 0; r < R; ++r) _mm512_storeu_ps(out + r * kRows, acc[r]);
 }
 
+
+#if LIMELIGHT_AMX
+
+// With AMX (Intel Xeon since Sapphire Rapids) a pass of 4 to 16 activation rows gets each
+// group's integer sums from one tile product: the activations' [rows, 32] int8 tile times
+// the block's levels, whose 8 quads of 16 rows x 4 inputs are already the [8, 64] layout a
+// tile product wants; the float work per row and group (two multiply-adds) stays.
+constexpr int64_t kAmxMinRows = 12;
+constexpr int64_t kAmxMaxRows = 16;
+
+// Linux lends a process the tile registers' state only when asked (arch_prctl); asked once.
+bool amx_usable() {
+  static const bool usable = [] {
+    constexpr long kRequestPermission = 0x1023, kTileData = 18;  // ARCH_REQ_XCOMP_PERM, XTILEDATA
+    return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
+  }();
+  return usable;
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Two sets of tiles, so that one group's product runs while the last one's sums are
+// scaled: 0, 1 sums [rows, 16] int32; 2, 3 activations [rows, 32] int8; 4, 5 levels [8, 64].
+void configure_tiles(int64_t rows) {
+  TileConfig config;
+  for (int t = 0; t < 2; ++t) {
+    config.rows[t] = config.rows[2 + t] = static_cast<uint8_t>(rows);
+    config.colsb[t] = 64;
+    config.colsb[2 + t] = kGroup;
+    config.rows[4 + t] = kQuads;
+    config.colsb[4 + t] = 64;
+  }
+  _tile_loadconfig(&config);
+}
+
+template <int T>
+using Tiles = std::integral_constant<int, T>;
+
+// The tile intrinsics take their tile numbers as literals.
+template <int T>
+inline void tile_product(const int8_t* rows, int64_t stride, const uint8_t* levels) {
+  if constexpr (T == 0) {
+    _tile_zero(0);
+    _tile_loadd(2, rows, stride);
+    _tile_loadd(4, levels, 64);
+    _tile_dpbsud(0, 2, 4);
+  } else {
+    _tile_zero(1);
+    _tile_loadd(3, rows, stride);
+    _tile_loadd(5, levels, 64);
+    _tile_dpbsud(1, 3, 5);
+  }
+}
+
+template <int T>
+inline void tile_store(int32_t* sums) {
+  if constexpr (T == 0)
+    _tile_stored(0, sums, kRows * 4);
+  else
+    _tile_stored(1, sums, kRows * 4);
+}
+
+template <int64_t Bits, int64_t R>
+void multiply_block_amx(const Block& b, float* out) {
+  alignas(64) uint8_t unpacked[2][kQuads * 64];
+  alignas(64) int32_t sums[R * kRows];
+  __m512 acc[R];
+  for (int64_t r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  const int64_t k = b.x.groups * kGroup;
+  const auto* rows = reinterpret_cast<const int8_t*>(b.x.words.data()) + b.row * k;
+  // group g's integer sums into tile set T (started, not waited for)
+  const auto product = [&](int64_t g, auto set) {
+    constexpr int T = decltype(set)::value;
+    const uint8_t* w = b.groups + g * group_bytes(Bits);
+    for (int64_t line = 0; line < group_bytes(Bits); line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetch * group_bytes(Bits) + line),
+                   _MM_HINT_T0);
+    const uint8_t* levels = w + kScaleBytes;
+    if constexpr (Bits == 4) {
+      __m512i q[kQuads];
+      load_levels<4>(levels, q);
+      for (int64_t j = 0; j < kQuads; ++j) _mm512_store_si512(unpacked[T] + j * 64, q[j]);
+      levels = unpacked[T];
+    }
+    tile_product<T>(rows + g * kGroup, k, levels);
+  };
+  // group g's sums from tile set T, scaled into the rows' outputs
+  const auto scale = [&](int64_t g, auto set) {
+    constexpr int T = decltype(set)::value;
+    tile_store<T>(sums);
+    const uint8_t* w = b.groups + g * group_bytes(Bits);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
+    const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32)));
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t at = (b.row + r) * b.x.groups + g;
+      const __m512 ds = _mm512_mul_ps(d, _mm512_set1_ps(b.x.scale[at]));
+      const __m512 dot = _mm512_cvtepi32_ps(_mm512_load_si512(sums + r * kRows));
+      acc[r] = _mm512_fmadd_ps(dot, ds, acc[r]);
+      acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(b.x.offset[at]), acc[r]);
+    }
+  };
+  const int64_t groups = b.x.groups;
+  product(0, Tiles<0>{});
+  for (int64_t g = 0; g < groups; g += 2) {
+    if (g + 1 < groups) product(g + 1, Tiles<1>{});
+    scale(g, Tiles<0>{});
+    if (g + 1 < groups) {
+      if (g + 2 < groups) product(g + 2, Tiles<0>{});
+      scale(g + 1, Tiles<1>{});
+    }
+  }
+  for (int64_t r = 0; r < R; ++r) _mm512_storeu_ps(out + r * kRows, acc[r]);
+}
+
+template <int64_t Bits>
+void multiply_rows_amx(const Block& b, int64_t rows, float* out) {
+  switch (rows) {
+    case 4: return multiply_block_amx<Bits, 4>(b, out);
+    case 5: return multiply_block_amx<Bits, 5>(b, out);
+    case 6: return multiply_block_amx<Bits, 6>(b, out);
+    case 7: return multiply_block_amx<Bits, 7>(b, out);
+    case 8: return multiply_block_amx<Bits, 8>(b, out);
+    case 9: return multiply_block_amx<Bits, 9>(b, out);
+    case 10: return multiply_block_amx<Bits, 10>(b, out);
+    case 11: return multiply_block_amx<Bits, 11>(b, out);
+    case 12: return multiply_block_amx<Bits, 12>(b, out);
+    case 13: return multiply_block_amx<Bits, 13>(b, out);
+    case 14: return multiply_block_amx<Bits, 14>(b, out);
+    case 15: return multiply_block_amx<Bits, 15>(b, out);
+    default: return multiply_block_amx<Bits, 16>(b, out);
+  }
+}
+
+#endif
+
 #else  // the same arithmetic one lane at a time, for CPUs without AVX-512 VNNI
 
 template <int64_t Bits>
@@ -192,23 +346,41 @@ void multiply_rows(const Block& b, int64_t rows, float* out) {
   }
 }
 
+#if !LIMELIGHT_AMX
+constexpr int64_t kAmxMinRows = int64_t{1} << 40;  // never
+constexpr int64_t kAmxMaxRows = kPassRows;
+bool amx_usable() { return false; }
+#endif
+
 template <int64_t Bits, typename T>
 void run(const Activations& x, const at::Tensor& qweight, int64_t m, T* y) {
   const int64_t blocks = qweight.size(0), groups = x.groups, n = blocks * kRows;
   const uint8_t* weights = qweight.data_ptr<uint8_t>();
+  const bool amx = m >= kAmxMinRows && amx_usable();
+  const int64_t pass = amx ? kAmxMaxRows : kPassRows;  // activation rows per pass
   // a thread's share: at least ~64 KiB of weights, so that small layers stay on one thread
   const int64_t grain = std::max<int64_t>(1, 16384 / (groups * group_bytes(Bits)) / m);
   at::parallel_for(0, blocks, grain, [&](int64_t lo, int64_t hi) {
-    float out[kPassRows * kRows];
+    float out[std::max(kPassRows, kAmxMaxRows) * kRows];
+    int64_t tiles = 0;  // the rows this thread's tiles are configured for (0: none)
     for (int64_t nb = lo; nb < hi; ++nb) {
-      for (int64_t row = 0; row < m; row += kPassRows) {
-        const int64_t rows = std::min(kPassRows, m - row);
+      for (int64_t row = 0; row < m; row += pass) {
+        const int64_t rows = std::min(pass, m - row);
         const Block b{weights + nb * groups * group_bytes(Bits), x, row};
-        multiply_rows<Bits>(b, rows, out);
+#if LIMELIGHT_AMX
+        if (amx && rows >= kAmxMinRows) {
+          if (tiles != rows) configure_tiles(tiles = rows);
+          multiply_rows_amx<Bits>(b, rows, out);
+        } else
+#endif
+          multiply_rows<Bits>(b, rows, out);
         for (int64_t r = 0; r < rows; ++r)
           narrow(out + r * kRows, y + (row + r) * n + nb * kRows, kRows);
       }
     }
+#if LIMELIGHT_AMX
+    if (tiles) _tile_release();
+#endif
   });
 }
 
@@ -244,12 +416,15 @@ at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& qweight, int64_t 
 
 bool quant_matmul_vectorized() { return LIMELIGHT_VNNI; }
 
+bool quant_matmul_uses_amx() { return amx_usable(); }
+
 }  // namespace
 }  // namespace limelight
 
 TORCH_LIBRARY_FRAGMENT(limelight_kernels, m) {
   m.def("quant_matmul(Tensor x, Tensor qweight, int bits) -> Tensor");
   m.def("quant_matmul_vectorized() -> bool", &limelight::quant_matmul_vectorized);
+  m.def("quant_matmul_uses_amx() -> bool", &limelight::quant_matmul_uses_amx);
 }
 
 TORCH_LIBRARY_IMPL(limelight_kernels, CPU, m) { m.impl("quant_matmul", &limelight::quant_matmul); }

@@ -29,6 +29,14 @@ and the output head (49,152 x 576, int8): 0.62 / 1.73 ms at one row, 0.72 / 2.84
 2.11 / 10.65 at 16.  limelight's int4 streams its weights at ~24 GB/s on two cores, 80%
 of what a plain reduction reads there (`amax` of 256 MB: 29.7 GB/s).
 
+On an Intel Xeon with AMX (AVX10.1), where the kernel takes AMX tiles for passes of 12 to
+16 rows and oneDNN takes them for bfloat16, the same measurement:
+
+    rows                   1      4      8     12     16     32     48     64
+    int4, limelight      2.8    3.8    5.5    6.9    8.6   15.9   21.2   27.0
+    int4, VNNI only      2.8    3.7    5.3    7.4    9.9   18.2   26.6   35.5
+    bf16 (dense)        19.8   20.1   19.5   19.9   20.1   22.4   25.4   26.3
+
 So each layer keeps its bfloat16 weight too, for prompts and large batches, and uses its
 quantized copy for steps of up to `max_rows` rows: 64 with limelight's kernel, 12 (int4)
 and 4 (int8) with PyTorch's.  Both copies together are smaller than the float32 weights
