@@ -107,12 +107,11 @@ def test_greedy_text_is_the_same_with_shared_keys_read_once(
     if decode_path == "kernel":
         through_kernel = PagedAttention._kernel_attend
 
-        def counted_kernel(
-            self: PagedAttention, kernel: Any, q: Any, k: Any, v: Any, batch: ForwardBatch
-        ) -> torch.Tensor:
-            if batch.max_query_len == 1 and len(batch.kernel_keys().shared_rows):
+        def counted_kernel(self: PagedAttention, *args: Any) -> torch.Tensor:
+            keys = args[4]
+            if len(keys.shared_rows):
                 calls.append(1)
-            return through_kernel(self, kernel, q, k, v, batch)
+            return through_kernel(self, *args)
 
         monkeypatch.setattr(PagedAttention, "_kernel_attend", counted_kernel)
     else:
@@ -143,47 +142,65 @@ def test_greedy_text_is_the_same_with_shared_keys_read_once(
     assert not calls
 
 
-def test_a_prompt_steps_kernel_keys_share_the_longest_cached_context() -> None:
+def test_a_chunk_beside_decoding_rows_is_split_in_two() -> None:
     seqs = [
-        SequenceSlice(start=0, num_new=3, block_table=[7]),  # a new prompt
-        SequenceSlice(start=40, num_new=4, block_table=[1, 2, 3, 4]),  # a turn after a prefix
         SequenceSlice(start=20, num_new=1, block_table=[5, 6]),  # decoding
+        SequenceSlice(start=40, num_new=4, block_table=[1, 2, 3, 4]),  # a new turn
+        SequenceSlice(start=9, num_new=1, block_table=[7]),  # decoding
     ]
-    keys = ForwardBatch.build(seqs, BS).kernel_keys()
-    assert keys.shared_rows.tolist() == [3, 4, 5, 6]  # the turn's tokens, flat order
-    assert keys.shared_slots.tolist() == positions_to_slots([1, 2, 3, 4], range(40))
-    assert keys.begin.tolist() == [0, 0, 0, 40, 40, 40, 40, 0]
-    assert keys.end.tolist() == [1, 2, 3, 41, 42, 43, 44, 21]
-    for row, seq in zip([0, 3, 7], seqs, strict=True):
-        visible = keys.slots[row, : keys.end[row + seq.num_new - 1]].tolist()
-        assert visible == positions_to_slots(seq.block_table, range(seq.start + seq.num_new))
-    windowed = ForwardBatch.build(seqs, BS).kernel_keys(sliding_window=8)
-    assert not len(windowed.shared_rows)  # cached keys may lie outside the window
-    assert windowed.begin.tolist() == [0, 0, 0, 33, 34, 35, 36, 13]
+    split = ForwardBatch.build(seqs, BS).chunk_split()
+    assert split is not None
+    assert split.tokens == slice(1, 5) and split.decode_tokens.tolist() == [0, 5]
+    assert split.slots.tolist() == positions_to_slots([1, 2, 3, 4], range(44))
+    assert split.query_positions.tolist() == [40, 41, 42, 43]
+    mask = split.mask()[0, 0]
+    assert mask.shape == (4, 44) and mask.sum(dim=1).tolist() == [41, 42, 43, 44]
+    assert split.mask(sliding_window=8)[0, 0].sum(dim=1).tolist() == [8, 8, 8, 8]
+    keys = split.kernel_keys()
+    assert keys.end.tolist() == [21, 10] and keys.begin.tolist() == [0, 0]
+    assert keys.slots[1, :10].tolist() == positions_to_slots([7], range(10))
+    assert split.kernel_keys(sliding_window=8).begin.tolist() == [13, 2]
+    two_chunks = [*seqs, SequenceSlice(start=0, num_new=3, block_table=[8])]
+    assert ForwardBatch.build(two_chunks, BS).chunk_split() is None
+    assert ForwardBatch.build(seqs[1:2], BS).chunk_split() is None  # the chunk alone
 
 
+STEPS = {
+    "a chunk beside decoding rows": [
+        SequenceSlice(start=70, num_new=1, block_table=[7, 8, 9, 10, 11]),
+        SequenceSlice(start=37, num_new=9, block_table=[3, 4, 5]),
+        SequenceSlice(start=20, num_new=1, block_table=[12, 13]),
+    ],
+    "several chunks": [
+        SequenceSlice(start=37, num_new=9, block_table=[3, 4, 5]),
+        SequenceSlice(start=0, num_new=5, block_table=[6]),
+        SequenceSlice(start=70, num_new=1, block_table=[7, 8, 9, 10, 11]),
+        SequenceSlice(start=16, num_new=3, block_table=[12, 13]),
+    ],
+}
+
+
+@pytest.mark.parametrize("step", list(STEPS))
 @pytest.mark.parametrize(("window", "softcap"), [(None, None), (6, None), (None, 20.0)])
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-def test_a_step_with_prompt_tokens_attends_alike_through_the_kernel(
+def test_a_step_with_prompt_tokens_attends_alike_where_the_kernel_is_built(
+    step: str,
     dtype: torch.dtype,
     tolerance: float,
     window: int | None,
     softcap: float | None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Prompt chunks (after a cached context or not) and decode rows in one step: the
-    kernel gives PyTorch's attention, and leaves the same cache."""
+    """Prompt chunks (after a cached context or not) and decoding rows in one step: the
+    same attention and the same cache as where the kernel is not built (one padded SDPA)."""
     torch.manual_seed(1)
     attention = PagedAttention(6, 2, 8, 8**-0.5, sliding_window=window, logit_softcap=softcap)
-    seqs = [
-        SequenceSlice(start=37, num_new=9, block_table=[3, 4, 5]),
-        SequenceSlice(start=0, num_new=5, block_table=[6]),
-        SequenceSlice(start=70, num_new=1, block_table=[7, 8, 9, 10, 11]),
-        SequenceSlice(start=16, num_new=3, block_table=[12, 13]),
-    ]
+    seqs = STEPS[step]
     batch = ForwardBatch.build(seqs, BS)
+    assert (batch.chunk_split() is not None) == (step == "a chunk beside decoding rows")
     caches = [torch.randn(16 * BS, 2, 8, dtype=dtype) for _ in range(2)]
-    q, k, v = (torch.randn(18, n, 8, dtype=dtype) for n in (6, 2, 2))
+    t = batch.num_tokens
+    q, k, v = (torch.randn(t, n, 8, dtype=dtype) for n in (6, 2, 2))
     assert kernels.paged_decode() is not None
     attention.bind_cache(*(c.clone() for c in caches))
     through_kernel = attention(q, k, v, batch)
@@ -191,7 +208,7 @@ def test_a_step_with_prompt_tokens_attends_alike_through_the_kernel(
     monkeypatch.setattr(kernels, "paged_decode", lambda: None)
     attention.bind_cache(*(c.clone() for c in caches))
     expected = attention(q, k, v, ForwardBatch.build(seqs, BS))
-    assert through_kernel.dtype == dtype and through_kernel.shape == (18, 48)
+    assert through_kernel.dtype == dtype and through_kernel.shape == (t, 48)
     torch.testing.assert_close(through_kernel, expected, atol=tolerance, rtol=tolerance)
     assert torch.equal(kernel_caches[0], attention.k_cache)
     assert torch.equal(kernel_caches[1], attention.v_cache)

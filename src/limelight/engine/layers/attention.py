@@ -21,10 +21,11 @@ On the CPU a step of one new token per sequence (decode) goes to the kernel in
 slot for all the query heads that use it, and shared keys once for all the rows that share
 them, with no gathered copy (SmolLM2 int4, a whole decode step, kernel against the path
 below, alternating in one process: 1 x 66 of context 15.9 / 23.6 ms, 1 x 1,431 22.2 /
-52.1, 4 x 1,431 sharing it 33.8 / 46.8, 16 x 66 65.3 / 88.4).  So does a step of one
-short prompt chunk beside decoding rows (`_suits_kernel`): each new token is a row there,
-and the chunk's cached keys are shared by its tokens.  The code below serves other prompt
-steps, other devices, float16, and machines where the kernel could not be built.
+52.1, 4 x 1,431 sharing it 33.8 / 46.8, 16 x 66 65.3 / 88.4).  A step of one prompt chunk
+beside decoding rows (a new turn while other users' replies go on) is split in two: the
+decoding rows through the kernel, the chunk alone through SDPA, which would otherwise pad
+every decoding row to the chunk's length (`ChunkSplit`).  The code below serves other
+prompt steps, other devices, float16, and machines where the kernel could not be built.
 
 In a compiled decode step (`engine/compiled.py`) attention is one opaque operator,
 `limelight::paged_attention`, that runs the code below unchanged: its cache writes, its
@@ -44,10 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from limelight.engine import kernels
-from limelight.engine.layers.batch import ForwardBatch, SharedPrefix
-
-# The longest prompt chunk that goes to the CPU kernel beside decoding rows.
-KERNEL_MAX_QUERY_LEN = 64
+from limelight.engine.layers.batch import ChunkSplit, ForwardBatch, KernelKeys, SharedPrefix
 
 
 class PagedAttention(nn.Module):
@@ -85,8 +83,12 @@ class PagedAttention(nn.Module):
         return self.attend(q, k, v, batch)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch) -> Tensor:
-        if _suits_kernel(batch) and (kernel := self._kernel(q)) is not None:
-            return self._kernel_attend(kernel, q, k, v, batch)
+        if (kernel := self._kernel(q)) is not None:
+            if batch.max_query_len == 1:
+                rows = batch.kernel_keys(self.sliding_window)
+                return self._kernel_attend(kernel, q, k, v, rows, batch.slot_mapping)
+            if (split := batch.chunk_split()) is not None:
+                return self._split_attend(kernel, q, k, v, batch, split)
         self.k_cache.index_copy_(0, batch.slot_mapping, k.to(self.k_cache.dtype))
         self.v_cache.index_copy_(0, batch.slot_mapping, v.to(self.v_cache.dtype))
         dtype = _compute_dtype(q)
@@ -118,14 +120,19 @@ class PagedAttention(nn.Module):
         return kernels.paged_decode()
 
     def _kernel_attend(
-        self, kernel: Callable[..., Tensor], q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch
+        self,
+        kernel: Callable[..., Tensor],
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        keys: KernelKeys,
+        new_slots: Tensor,
     ) -> Tensor:
-        """The step's tokens through the kernel, which also writes the new keys and values
-        to their slots: q [T, H, D], k/v [T, Hkv, D] → [T, H * D]."""
+        """Decoding rows through the kernel, which first writes the step's new keys and
+        values (k/v [T, Hkv, D]) to their slots: q [B, H, D] → [B, H * D]."""
         b, h, d = q.shape
         dtype = self.k_cache.dtype
         queries = q.contiguous().view(b, self.num_kv_heads, h // self.num_kv_heads, d)
-        keys = batch.kernel_keys(self.sliding_window)
         out = kernel(
             queries,
             self.k_cache,
@@ -139,9 +146,42 @@ class PagedAttention(nn.Module):
             self.logit_softcap or 0.0,
             k.to(dtype).contiguous(),
             v.to(dtype).contiguous(),
-            batch.slot_mapping,
+            new_slots,
         )
         return out.view(b, h * d)
+
+    def _split_attend(
+        self,
+        kernel: Callable[..., Tensor],
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        batch: ForwardBatch,
+        split: ChunkSplit,
+    ) -> Tensor:
+        """A prompt chunk beside decoding rows (`ChunkSplit`): the rows through the kernel,
+        which stores every new key and value first, then the chunk alone through SDPA."""
+        t, h, d = q.shape
+        out = q.new_empty(t, h * d)
+        rows, window = split.decode_tokens, self.sliding_window
+        decoding = split.kernel_keys(window)
+        out[rows] = self._kernel_attend(kernel, q[rows], k, v, decoding, batch.slot_mapping)
+        dtype = _compute_dtype(q)
+        chunk = q[split.tokens].to(dtype).transpose(0, 1)[None]  # [1, H, Lq, D]
+        keys, values = (
+            self._gather(c, split.slots[None], dtype) for c in (self.k_cache, self.v_cache)
+        )
+        mask = split.mask(window)
+        if self.logit_softcap is None:
+            attended = F.scaled_dot_product_attention(
+                chunk, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=True
+            )
+        else:
+            attended = _softcapped_attention(
+                chunk, keys, values, mask, self.scale, self.logit_softcap
+            )
+        out[split.tokens] = attended[0].transpose(0, 1).flatten(1).to(q.dtype)
+        return out
 
     def _mask(self, batch: ForwardBatch, is_decode: bool, num_keys: int) -> Tensor | None:
         """None when every key is visible: one sequence decoding, inside its window."""
@@ -232,21 +272,6 @@ def compiled_step(layers: list[PagedAttention], batch: ForwardBatch) -> Iterator
         yield
     finally:
         _OPAQUE.layers, _OPAQUE.batch = [], None
-
-
-def _suits_kernel(batch: ForwardBatch) -> bool:
-    """Decode steps, and steps of one short chunk beside decoding rows, go to the CPU kernel.
-
-    The kernel reads a chunk's cached keys once for all its tokens, but its loop over many
-    queries at once multiplies in float32, slower than PyTorch's bfloat16 matrix products
-    (30 new tokens after 1,000 cached, attention alone: 1,197 against 525 µs a layer).  It
-    pays where PyTorch's path would pad every decoding row to the chunk's length: 30 new
-    tokens beside 3 decoding rows took 1,683 against 2,270 µs (SmolLM2's heads, bfloat16)."""
-    if batch.max_query_len == 1:
-        return True
-    return (
-        batch.num_chunks == 1 and batch.num_seqs > 1 and batch.max_query_len <= KERNEL_MAX_QUERY_LEN
-    )
 
 
 def _compute_dtype(q: Tensor) -> torch.dtype:

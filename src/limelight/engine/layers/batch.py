@@ -73,6 +73,7 @@ class ForwardBatch:
     shared: SharedPrefix | None = None  # decode steps only
     _masks: dict[int | None, Tensor] = field(default_factory=dict)
     _kernel_keys: dict[int | None, KernelKeys] = field(default_factory=dict)
+    _split: ChunkSplit | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -156,48 +157,81 @@ class ForwardBatch:
         return self._masks[sliding_window]
 
     def kernel_keys(self, sliding_window: int | None = None) -> KernelKeys:
-        """Each new token's keys for the CPU attention kernel (`KernelKeys`), computed once
-        a step per window.  A windowed layer reads each token's last `sliding_window` keys
-        and shares none (they may lie outside the window).
-
-        A decode step's rows are its sequences, and the context several of them share
-        (`shared`) is read once for all of them.  In a step with prompt tokens each new
-        token is a row that attends to its sequence's keys up to itself; the sequence with
-        the most cached keys times new tokens (a new turn after a character's prompt)
-        gives its cached keys as shared ones, read once for all its new tokens, whose own
-        keys are then the step's new ones up to each."""
+        """A decode step's keys for the CPU attention kernel (`KernelKeys`), computed once
+        a step per window.  A windowed layer reads each row's last `sliding_window` keys
+        and no shared prefix (its keys may lie outside the window)."""
         if sliding_window not in self._kernel_keys:
-            self._kernel_keys[sliding_window] = self._build_kernel_keys(sliding_window)
+            shared = self.shared
+            if shared is not None and sliding_window is None:
+                own = shared.own_slots, torch.zeros_like(shared.own_lens), shared.own_lens
+                keys = KernelKeys(*own, shared.rows, shared.slots)
+            else:
+                keys = _own_keys(self.key_slots, self.start_lens + self.query_lens, sliding_window)
+            self._kernel_keys[sliding_window] = keys
         return self._kernel_keys[sliding_window]
 
-    def _build_kernel_keys(self, window: int | None) -> KernelKeys:
-        shared = self.shared
-        if shared is not None and window is None:
-            own = shared.own_slots, torch.zeros_like(shared.own_lens), shared.own_lens
-            return KernelKeys(*own, shared.rows, shared.slots)
-        ends = self.positions + 1
-        begin = torch.zeros_like(ends)
-        if window is not None:
-            begin = (ends - window).clamp_(min=0)
-        none = torch.zeros(0, dtype=torch.long, device=ends.device)
-        if self.max_query_len == 1:  # rows are sequences
-            return KernelKeys(self.key_slots, begin, ends, none, none)
-        rows = torch.arange(self.num_seqs, device=ends.device)
-        rows = rows.repeat_interleave(self.query_lens)  # [T] each token's sequence
-        slots = self.key_slots.index_select(0, rows)  # [T, Lk]
-        gain = self.start_lens * (self.query_lens - 1)
-        best = int(gain.argmax())
-        if window is not None or int(gain[best]) == 0:
-            return KernelKeys(slots, begin, ends, none, none)
-        cached = int(self.start_lens[best])
-        shared_rows = (rows == best).nonzero().flatten()
-        begin[shared_rows] = cached
-        return KernelKeys(slots, begin, ends, shared_rows, self.key_slots[best, :cached])
+    def chunk_split(self) -> ChunkSplit | None:
+        """A step of one prompt chunk beside decoding rows, in its two parts (`ChunkSplit`);
+        None for any other step."""
+        if self.num_chunks != 1 or self.num_seqs == 1:
+            return None
+        if self._split is None:
+            row = int(self.query_lens.argmax())
+            first = int(self.query_lens[:row].sum())
+            length = int(self.query_lens[row])
+            end = int(self.start_lens[row]) + length
+            decoding = torch.ones(self.num_seqs, dtype=torch.bool, device=self.positions.device)
+            decoding[row] = False
+            tokens = torch.arange(self.num_tokens, device=self.positions.device)
+            self._split = ChunkSplit(
+                tokens=slice(first, first + length),
+                slots=self.key_slots[row, :end],
+                query_positions=self.positions[first : first + length],
+                decode_tokens=torch.cat([tokens[:first], tokens[first + length :]]),
+                decode_slots=self.key_slots[decoding],
+                decode_ends=(self.start_lens + 1)[decoding],
+            )
+        return self._split
+
+
+@dataclass(slots=True, eq=False)
+class ChunkSplit:
+    """A step of one sequence's prompt chunk beside decoding rows (a new turn while other
+    users' replies go on), attended in two parts: the decoding rows through the CPU kernel,
+    the chunk alone through PyTorch, which would otherwise pad every decoding row to the
+    chunk's length."""
+
+    tokens: slice  # the chunk's tokens in the flat layout
+    slots: Tensor  # [Lc] the chunk's sequence's keys, up to its last new token
+    query_positions: Tensor  # [Lq] the chunk's positions
+    decode_tokens: Tensor  # [R] the decoding rows' tokens in the flat layout
+    decode_slots: Tensor  # [R, Lk] their keys' slots
+    decode_ends: Tensor  # [R] their context lengths, new token included
+    _keys: dict[int | None, KernelKeys] = field(default_factory=dict)
+    _masks: dict[int | None, Tensor] = field(default_factory=dict)
+
+    def kernel_keys(self, sliding_window: int | None = None) -> KernelKeys:
+        """The decoding rows' keys, as `ForwardBatch.kernel_keys` (no shared prefix)."""
+        if sliding_window not in self._keys:
+            keys = _own_keys(self.decode_slots, self.decode_ends, sliding_window)
+            self._keys[sliding_window] = keys
+        return self._keys[sliding_window]
+
+    def mask(self, sliding_window: int | None = None) -> Tensor:
+        """[1, 1, Lq, Lc]: causal, and an optional sliding window."""
+        if sliding_window not in self._masks:
+            q = self.query_positions[:, None]
+            k = torch.arange(self.slots.shape[0], device=q.device)[None, :]
+            mask = k <= q
+            if sliding_window is not None:
+                mask &= q - k < sliding_window
+            self._masks[sliding_window] = mask[None, None]
+        return self._masks[sliding_window]
 
 
 @dataclass(slots=True, eq=False)
 class KernelKeys:
-    """Where each row's keys are, as the CPU attention kernel reads them
+    """Where each decoding row's keys are, as the CPU attention kernel reads them
     (`kernels.paged_decode`): row b attends to `slots[b, begin[b]:end[b]]`, and the rows in
     `shared_rows` also to `shared_slots` (empty tensors when no keys are shared)."""
 
@@ -206,6 +240,15 @@ class KernelKeys:
     end: Tensor  # [B]
     shared_rows: Tensor  # [R]
     shared_slots: Tensor  # [S]
+
+
+def _own_keys(slots: Tensor, ends: Tensor, sliding_window: int | None) -> KernelKeys:
+    """Rows attending to `slots[b, :ends[b]]`, or to the last `sliding_window` of them."""
+    begin = torch.zeros_like(ends)
+    if sliding_window is not None:
+        begin = (ends - sliding_window).clamp_(min=0)
+    none = torch.zeros(0, dtype=torch.long, device=ends.device)
+    return KernelKeys(slots, begin, ends, none, none)
 
 
 def _flat_and_padded(query_valid: Tensor) -> tuple[Tensor, Tensor]:
