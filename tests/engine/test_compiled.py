@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from limelight import LLM, SamplingParams
+from limelight.engine import threads
 from limelight.engine.compiled import CompiledDecode
 from limelight.engine.layers.attention import PagedAttention
 from limelight.engine.llm_engine import LLMEngine
@@ -72,6 +73,30 @@ def test_compiled_decode_gives_the_same_outputs(operator_calls: list[int]) -> No
         outputs = run_all(engine, requests)
         assert operator_calls[0] >= 2 * 13 * 2  # 2 layers, the decode steps after the prompts
         assert outputs == run_all(tiny_engine(tiny_model(), **options), requests)
+
+
+def test_steps_with_a_core_lent_run_warm_graphs_on_one_thread_fewer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While speech synthesis holds a core (`threads.lend_core`) decode steps compute on
+    one thread fewer, through graphs that warm-up compiled for it: no step compiles again
+    (the autouse fixture fails one that would), and the tokens are the same."""
+    requests = [([5 + i, 9, 17 + i], SamplingParams(temperature=0, max_tokens=6)) for i in range(3)]
+    used: list[int] = []
+    forward = CompiledDecode.__call__
+
+    def counted(self: CompiledDecode, *args: Any) -> torch.Tensor:
+        used.append(torch.get_num_threads())
+        return forward(self, *args)
+
+    monkeypatch.setattr(CompiledDecode, "__call__", counted)
+    with threads.at_most(2):
+        engine = tiny_engine(tiny_model(), compile=True)
+        assert engine.runner.compiled is not None
+        expected = run_all(engine, requests)
+        with threads.lend_core():
+            assert run_all(engine, requests) == expected
+    assert set(used) == ({1, 2} if torch.get_num_threads() >= 2 else {1})
 
 
 def test_compiled_sliding_window_attention_gives_the_same_outputs(

@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from limelight.engine import threads
 from limelight.engine.layers.attention import compiled_step, number_layers
 from limelight.engine.layers.batch import ForwardBatch, SequenceSlice
 from limelight.engine.models import CausalLM
@@ -91,17 +92,23 @@ class CompiledDecode:
 
     @torch.inference_mode()
     def warm_up(self, max_rows: int, block_size: int) -> bool:
-        """Compile for every decode size up to `max_rows`; False (logged) if it failed.
+        """Compile for every decode size up to `max_rows`, on the engine's threads and on
+        one fewer (while speech synthesis holds a core: `threads.lend_core`); False
+        (logged) if it failed.
 
         Runs before any request: every sequence writes its key to slot 0, which holds
         nothing yet."""
         switch = self.model.quant_switch
         if switch is not None:
             switch.is_on = True  # as in every decode step
+        total = torch.get_num_threads()
         try:
-            for rows in (n for n in WARM_UP_ROWS if n <= max_rows):
-                seqs = [SequenceSlice(start=0, num_new=1, block_table=[0])] * rows
-                self(torch.zeros(rows, dtype=torch.long), ForwardBatch.build(seqs, block_size))
+            for num_threads in threads.step_thread_counts(total):
+                with threads.at_most(num_threads):  # a graph for each (Dynamo guards on it)
+                    for rows in (n for n in WARM_UP_ROWS if n <= max_rows):
+                        seqs = [SequenceSlice(start=0, num_new=1, block_table=[0])] * rows
+                        batch = ForwardBatch.build(seqs, block_size)
+                        self(torch.zeros(rows, dtype=torch.long), batch)
         except Exception as err:  # any failure means: run eager
             lines = str(err).strip().splitlines()
             reason = lines[0] if lines else type(err).__name__

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from limelight.engine import kernels
+from limelight.engine import kernels, threads
 from limelight.engine.compiled import CompiledDecode
 from limelight.engine.layers.attention import PagedAttention
 from limelight.engine.layers.batch import ForwardBatch, SequenceSlice
@@ -95,10 +95,13 @@ class ModelRunner:
         ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)
         is_decode = batch.max_query_len == 1 and not computes_prompt
         forward = self.compiled if self.compiled is not None and is_decode else self.model
-        hidden = forward(ids, batch)  # [T, E]
-        if self.draft is not None:
-            self.draft.mirror(ids, batch)
-        if not sample_index:
-            return [], []
-        logits = self.model.compute_logits(hidden[torch.tensor(sample_index, device=self.device)])
-        return sample_and_verify(logits, [item for item in scheduled if item.samples])
+        # one thread fewer while other work holds a core (threads.lend_core)
+        with threads.at_most(threads.step_threads(torch.get_num_threads())):
+            hidden = forward(ids, batch)  # [T, E]
+            if self.draft is not None:
+                self.draft.mirror(ids, batch)
+            if not sample_index:
+                return [], []
+            rows = torch.tensor(sample_index, device=self.device)
+            logits = self.model.compute_logits(hidden[rows])
+            return sample_and_verify(logits, [item for item in scheduled if item.samples])

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from limelight.chat import Delta, Done, ReplyEvent
+from limelight.engine.threads import lend_core
 from limelight.voice import (
     DEFAULT_PROFILE,
     Audio,
@@ -132,8 +133,12 @@ class VoiceWorker:
         """`text` spoken; `deadline` (`time.monotonic()` seconds, default now) orders it
         among the syntheses waiting for the thread."""
         deadline = time.monotonic() if deadline is None else deadline
-        job = self._synth.submit(deadline, lambda: self.speech.synthesize(text, profile))
-        return await asyncio.wrap_future(job)
+
+        def spoken() -> Audio:
+            with lend_core():  # the engine steps on the other cores meanwhile
+                return self.speech.synthesize(text, profile)
+
+        return await asyncio.wrap_future(self._synth.submit(deadline, spoken))
 
     async def transcribe(self, audio: bytes, language: str | None = "en") -> Transcript:
         loop = asyncio.get_running_loop()
