@@ -10,9 +10,11 @@ Attention stays as it is, one opaque operator per layer (`limelight::paged_atten
 `layers/attention.py`): the graph never sees the KV cache nor the context length, so the
 only shape that varies is the number of new tokens.  Dynamo compiles one graph for a single
 token and one with the token count symbolic per range the quantized layers' row limits
-mark out (`QuantizedLinear.max_rows`); `warm_up` compiles them all when the engine is made,
-so no request waits on a compile: ~2 min the first time, ~20 s once Inductor's on-disk
-cache holds the kernels.
+mark out (`QuantizedLinear.max_rows`), for the engine's threads and for one fewer (while
+speech synthesis holds a core: `threads.step_threads`; Dynamo guards on the thread count).
+`warm_up` compiles them all when the engine is made, so no request waits on a compile:
+199 s the first time for SmolLM2 int4 on an Intel Xeon here (137 s for one thread count
+on an AMD EPYC before), 20-30 s once Inductor's on-disk cache holds the kernels.
 
 Measured on SmolLM2 int4, with attention on PyTorch's path (before the CPU kernel of
 `engine/kernels`; this machine's speed wanders by up to 1.5x, so the figures are medians
