@@ -288,3 +288,24 @@ def test_argmax_rows_picks_the_first_of_tied_maxima_like_argmax() -> None:
     assert argmax_rows(rows).tolist() == [5, 7, 0, 100]
     levels = torch.randint(0, 4, (64, 5_000), generator=torch.Generator().manual_seed(0))
     assert torch.equal(argmax_rows(levels.float()), levels.float().argmax(dim=-1))
+
+
+def test_a_small_support_races_alone_and_keeps_the_distribution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Top-k leaves 5 of 2,000 tokens: the race runs over those 5 (no noise drawn for the
+    vocabulary) and the draws follow their renormalised probabilities."""
+    n, temperature = 4000, 0.8
+    row = LOGITS5 + [-10.0] * 1995
+    whole_vocabulary = []
+    noise = sampler.exponential_noise
+    monkeypatch.setattr(
+        sampler, "exponential_noise", lambda *args: whole_vocabulary.append(1) or noise(*args)
+    )
+    torch.manual_seed(0)
+    params = SamplingParams(temperature=temperature, top_k=5)
+    tokens, _ = sample(torch.tensor([row]).expand(n, len(row)).clone(), [seq(params)] * n)
+    assert not whole_vocabulary
+    expected = softmax([x / temperature for x in LOGITS5])
+    assert chi_square(tokens, expected) < CHI2_DF4_P999
+    assert chi_square(tokens, softmax(LOGITS5)) > CHI2_DF4_P999
