@@ -149,7 +149,8 @@ def print_report(report: dict[str, Any]) -> None:
         chosen = report["llama.cpp"]["flash_attention"]
         print(
             f"llama-server ran with -fa auto and -fa off; kept -fa {chosen['concurrent']} for "
-            f"{workload['num_streams']} streams, -fa {chosen['shared_prefix_ttft']} for TTFT (the faster of each)"
+            f"{workload['num_streams']} streams, -fa {chosen['shared_prefix_ttft']} for TTFT "
+            "(the faster of each)"
         )
     print(
         f"machine: read {machine['read_gb_s']:.1f} GB/s, copy {machine['copy_gb_s']:.1f} GB/s, "
