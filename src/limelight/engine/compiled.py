@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch._dynamo import config as dynamo_config
 
 from limelight.engine import threads
 from limelight.engine.layers.attention import compiled_step, number_layers
@@ -61,6 +62,8 @@ INDUCTOR_OPTIONS: dict[str, str | int | bool | Callable[..., Any]] = {
     "cpp_wrapper_build_separate": True,
 }
 
+RECOMPILE_LIMIT = 64  # graphs Dynamo keeps for one model class's forward
+
 # token counts the warm-up runs: at least one in each range a quantized layer's row limit
 # opens (64 with limelight's kernel; 4 for PyTorch's int8, 12 for its int4), up to the
 # engine's batch size
@@ -76,6 +79,11 @@ class CompiledDecode:
     AFTER_WARM_UP: ClassVar[dict[str, Any]] = {"skip_guard_eval_unsafe": True}
 
     def __init__(self, model: CausalLM) -> None:
+        # Dynamo keeps a model class's graphs on its `forward`, shared by every instance:
+        # one engine warms up a graph per row range and thread count (up to ~8 for SmolLM2
+        # int4), so a second engine in the process (tests, a draft model) would pass the
+        # default limit of 8 and decode eager.
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
         self.model = model
         self.layers = number_layers(model)
         self._forward = torch.compile(model.forward, fullgraph=True, options=INDUCTOR_OPTIONS)

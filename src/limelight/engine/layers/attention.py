@@ -275,12 +275,14 @@ def compiled_step(layers: list[PagedAttention], batch: ForwardBatch) -> Iterator
 
 
 def _compute_dtype(q: Tensor) -> torch.dtype:
-    """The queries' own dtype but float16 on the CPU, which runs in float32.  PyTorch's CPU
-    attention in bfloat16 takes bfloat16 matrix products (SmolLM2's heads, a bfloat16 cache,
-    µs a layer, gather included, against float32 with the casts: 30 new tokens after 1,000
-    343 / 1,227, a 256-token chunk after 744 1,272 / 3,188, one token after 1,000 119 / 212).
-    """
-    if q.device.type == "cpu" and q.dtype == torch.float16:
+    """Attention runs in float32 on the CPU, for precision rather than speed.  PyTorch's
+    bfloat16 attention takes bfloat16 matrix products and was faster on an Intel Xeon with
+    AMX (SmolLM2's heads, µs a layer, gather included: 30 new tokens after 1,000 cached 343
+    against 1,227 with the casts; 256 after 744 1,272 against 3,188), but it rounds each
+    block's weights to bfloat16, so a prompt computed in one chunk and the same prompt
+    from the prefix cache parted more: a greedy regenerated reply came out different
+    (tests/server/test_sessions_api.py), where in float32 it was the same."""
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
         return torch.float32
     return q.dtype
 
