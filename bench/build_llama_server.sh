@@ -4,8 +4,8 @@
 # It is built from the llama.cpp source that the llama-cpp-python sdist bundles
 # (vendor/llama.cpp), so the server and the single-stream peer (llama-cpp-python) run
 # the same llama.cpp.  Release, native CPU flags but AMX (llama_cpp_flags.sh says why), web
-# UI and TLS off, only the server target, two jobs.  Work already done is skipped: the download, the unpacking and the
-# build each happen once per version under the cache folder.
+# UI and TLS off, only the server target, two jobs.  Work already done is skipped: the
+# download, the unpacking and the build each happen once per version under the cache folder.
 #
 # Usage: bench/build_llama_server.sh            (prints the binary's path on the last line)
 # Environment: PYTHON (pip's interpreter; default: the repository's .venv, else python3),

@@ -45,15 +45,15 @@ def lend_core() -> Iterator[None]:
             _lent -= 1
 
 
-def step_threads(total: int) -> int:
+def step_threads(total: int, lent: int | None = None) -> int:
     """The threads an engine step computes on: `total`, or one fewer while other work
-    holds a core (`lend_core`); at least one."""
-    return max(1, total - min(_lent, 1))
+    holds a core (`lend_core`, or `lent` cores if given); at least one."""
+    return max(1, total - min(_lent if lent is None else lent, 1))
 
 
 def step_thread_counts(total: int) -> list[int]:
     """Every value `step_threads(total)` takes (compiled steps are warmed up for each)."""
-    return sorted({total, max(1, total - 1)})
+    return sorted({step_threads(total, lent) for lent in (0, 1)})
 
 
 @contextmanager

@@ -1,11 +1,10 @@
 // Attention over the paged KV cache on the CPU for rows of one query token each: a decode
-// step's sequences, or a step's new tokens (layers/batch.py: KernelKeys).  Registered as limelight_kernels::paged_decode; built and loaded by kernels/__init__.py,
+// step's sequences (layers/batch.py: KernelKeys).  Registered as limelight_kernels::paged_decode; built and loaded by kernels/__init__.py,
 // whose docstring says why it is hand-written and what it measured.
 //
 // Each row's keys are read straight from their cache slots (no gathered copy, no cast of
 // the cache).  Work is cut into items of one row and up to kChunk of its keys, all KV
-// heads at once; keys that several rows share (one character's users, a prompt chunk's
-// cached context) are items of their own, attended by all of those rows' queries, so that
+// heads at once; keys that several rows share (one character's users) are items of their own, attended by all of those rows' queries, so that
 // each shared key is read once a step.  Items are dealt to ATen's threads by their cost
 // (attend.h has their loops) and leave partial results, merged per row and query head at
 // the end.

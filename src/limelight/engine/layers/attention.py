@@ -102,12 +102,7 @@ class PagedAttention(nn.Module):
         else:
             queries = batch.to_padded(q).to(dtype).transpose(1, 2)  # [B, H, Lq, D]
         mask = self._mask(batch, is_decode, keys.shape[2])  # [B, 1, Lq, Lk] or None
-        if self.logit_softcap is None:
-            out = F.scaled_dot_product_attention(
-                queries, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=True
-            )
-        else:
-            out = _softcapped_attention(queries, keys, values, mask, self.scale, self.logit_softcap)
+        out = self._sdpa(queries, keys, values, mask)
         if is_decode:
             return out.to(q.dtype).flatten(1)  # [B, H * D]
         out = out.to(q.dtype).transpose(1, 2)  # [B, Lq, H, D]
@@ -171,17 +166,18 @@ class PagedAttention(nn.Module):
         keys, values = (
             self._gather(c, split.slots[None], dtype) for c in (self.k_cache, self.v_cache)
         )
-        mask = split.mask(window)
-        if self.logit_softcap is None:
-            attended = F.scaled_dot_product_attention(
-                chunk, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=True
-            )
-        else:
-            attended = _softcapped_attention(
-                chunk, keys, values, mask, self.scale, self.logit_softcap
-            )
+        attended = self._sdpa(chunk, keys, values, split.mask(window))
         out[split.tokens] = attended[0].transpose(0, 1).flatten(1).to(q.dtype)
         return out
+
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """SDPA over gathered keys ([B, H, Lq, D] against [B, Hkv, Lk, D]), or its
+        tanh-capped form where the model caps its logits."""
+        if self.logit_softcap is None:
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=True
+            )
+        return _softcapped_attention(q, k, v, mask, self.scale, self.logit_softcap)
 
     def _mask(self, batch: ForwardBatch, is_decode: bool, num_keys: int) -> Tensor | None:
         """None when every key is visible: one sequence decoding, inside its window."""
@@ -217,7 +213,7 @@ class PagedAttention(nn.Module):
         w_own = (lse_own - top).exp_().unsqueeze(-1)
         w_shared = (lse_shared - top).exp_().unsqueeze(-1)
         merged = (out_own * w_own + out_shared * w_shared) / (w_own + w_shared)
-        return out.index_copy(0, shared.rows, merged.to(out.dtype)).reshape(b, h * d)
+        return out.index_copy(0, shared.rows, merged).reshape(b, h * d)
 
     @staticmethod
     def _gather(cache: Tensor, key_slots: Tensor, dtype: torch.dtype) -> Tensor:
