@@ -130,9 +130,8 @@ def _weight_bytes(engine: LLMEngine) -> int:
     """Bytes of weights one decode step reads: the quantized copies where a layer has one."""
     model = engine.runner.model
     quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
-    if quantized:
-        own = {m.weight.data_ptr() for m in quantized}
-        rest = [p for p in model.parameters() if p.data_ptr() not in own and p.ndim == 1]
+    if quantized:  # their own buffers (not the dense layers'), and the norms and biases
+        rest = [p for p in model.parameters() if p.ndim == 1]
         parts = [b for m in quantized for b in m.buffers(recurse=False)] + rest
         return sum(t.numel() * t.element_size() for t in parts)
     return _all_weight_bytes(engine)

@@ -73,12 +73,9 @@ def test_quantized_weights_pick_the_checkpoints_tokens(
 @pytest.mark.parametrize("quantization", ["int8", "int4"])
 def test_a_cached_prompt_gives_the_same_greedy_reply(quantization: str) -> None:
     """The second run takes all but one prompt token from the prefix cache; that token still
-    goes through the dense weights (not the quantized kernel a one-row step would use).
-
-    The two runs' states are not bit for bit the same (the first attends in one prompt
-    chunk, the second through the decode kernel, each rounding bfloat16 its own way: the
-    first token's logprob moved by 0.02-0.05 here), so the replies agree until a near-tie,
-    as a quantized reply agrees with the checkpoint's."""
+    goes through the dense weights (not the quantized kernel a one-row step would use) and
+    through the prompt's attention (not the decode kernel), so its states are the same bits
+    as in the first run's one chunk of 33 tokens, and so is the whole reply."""
     llm = LLM(
         "smollm2-135m-instruct",
         dtype="bfloat16",
@@ -89,5 +86,49 @@ def test_a_cached_prompt_gives_the_same_greedy_reply(quantization: str) -> None:
     assert len(llm.tokenizer.encode(prompt)) % llm.engine.config.block_size == 1
     params = SamplingParams(temperature=0, max_tokens=12, logprobs=5)
     first, second = (llm.generate(prompt, params)[0] for _ in range(2))
-    assert second.num_cached_tokens > 0
-    agrees_until_a_near_tie(prompt, (first.token_ids, first.logprobs), second.token_ids)
+    assert second.num_cached_tokens == len(llm.tokenizer.encode(prompt)) - 1
+    assert second.token_ids == first.token_ids
+    assert [x.top for x in second.logprobs] == [x.top for x in first.logprobs]
+
+
+STORY = (
+    "The lighthouse keeper had lived on the island for thirty years. Every night he climbed "
+    "the spiral stairs, trimmed the wick and watched the ships pass. "
+) * 12
+
+
+@pytest.mark.parametrize(
+    ("quantization", "chunk"), [(None, 64), ("int4", 64), ("int4", 512)], ids=str
+)
+def test_a_prompt_gets_the_same_bits_however_it_was_cut(
+    quantization: str | None, chunk: int
+) -> None:
+    """A 370-token prompt computed whole (in chunks of `chunk` tokens), or after a third or
+    two thirds of it came from the prefix cache (chunks cut elsewhere, with another
+    sequence beside it): the same logprobs, bit for bit, for a reply of 16 tokens.  This is
+    what makes a regenerated greedy reply the same reply."""
+    question = STORY + "\nQuestion: what did the keeper do every night? Answer:"
+    params = SamplingParams(temperature=0, max_tokens=16, logprobs=2, ignore_eos=True)
+
+    def reply(cached: list[str]) -> tuple[int, list[list[tuple[int, float]]]]:
+        llm = LLM(
+            "smollm2-135m-instruct",
+            dtype="bfloat16",
+            quantization=quantization,
+            kv_cache_bytes=64 << 20,
+            max_num_batched_tokens=chunk,
+        )
+        for text in cached:
+            llm.generate(text, SamplingParams(temperature=0, max_tokens=1))
+        if len(cached) > 1:  # the question beside another prompt in the same steps
+            out = llm.generate([question, cached[-1] + " and more"], params)[0]
+        else:
+            out = llm.generate(question, params)[0]
+        return out.num_cached_tokens, [x.top for x in out.logprobs]
+
+    whole = reply([])
+    third = reply([STORY[: len(STORY) // 3]])
+    two_thirds = reply([STORY[: 2 * len(STORY) // 3], "Unrelated words"])
+    assert whole[0] == 0 and 0 < third[0] < two_thirds[0]
+    assert third[1] == whole[1]
+    assert two_thirds[1] == whole[1]

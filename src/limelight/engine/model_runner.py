@@ -79,6 +79,7 @@ class ModelRunner:
                     state_slot=seq.state_slot,
                     snapshots=item.snapshots,
                     restore_from=seq.restore_from,
+                    is_prompt=seq.num_computed < seq.num_prompt_tokens,
                 )
             )
             seq.restore_from = None
@@ -88,12 +89,12 @@ class ModelRunner:
             end += item.num_new
             if item.samples:  # the last pending token, then each draft
                 sample_index.extend(range(end - 1 - len(item.draft_ids), end))
-        computes_prompt = any(s.seq.num_computed < s.seq.num_prompt_tokens for s in scheduled)
+        computes_prompt = any(s.is_prompt for s in slices)
         if self.model.quant_switch is not None:  # prompt tokens: dense weights (quantized.py)
             self.model.quant_switch.is_on = not computes_prompt
         batch = ForwardBatch.build(slices, self.config.block_size, self.device)
         ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)
-        is_decode = batch.max_query_len == 1 and not computes_prompt
+        is_decode = batch.is_decode
         forward = self.compiled if self.compiled is not None and is_decode else self.model
         # one thread fewer while other work holds a core (threads.lend_core)
         with threads.at_most(threads.step_threads(torch.get_num_threads())):

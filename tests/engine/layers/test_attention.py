@@ -4,6 +4,7 @@ sequence's keys, through the CPU decode kernel and through PyTorch alike."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -212,3 +213,33 @@ def test_a_step_with_prompt_tokens_attends_alike_where_the_kernel_is_built(
     torch.testing.assert_close(through_kernel, expected, atol=tolerance, rtol=tolerance)
     assert torch.equal(kernel_caches[0], attention.k_cache)
     assert torch.equal(kernel_caches[1], attention.v_cache)
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["alone", "beside a decoding row"])
+def test_a_prompt_token_computed_alone_gets_the_bits_of_its_chunk(beside: bool) -> None:
+    """A prompt whose prefix came from the cache computes its last token alone: that token
+    is attended as a chunk (never by the decode kernel, which sums in another order), and
+    gets exactly what it got as the last token of the chunk that computed the whole prompt.
+
+    In bfloat16, the engine's dtype on the CPU.  With float32 inputs SDPA's one-query and
+    nine-query results differ in the last bits (measured), so a float32 engine's cached
+    prompt is only nearly the same."""
+    dtype = torch.bfloat16
+    torch.manual_seed(2)
+    attention = PagedAttention(6, 2, 8, 8**-0.5)
+    attention.bind_cache(*(torch.randn(16 * BS, 2, 8, dtype=dtype) for _ in range(2)))
+    table = [3, 4, 5]
+    chunk = ForwardBatch.build([SequenceSlice(start=28, num_new=9, block_table=table)], BS)
+    q, k, v = (torch.randn(9, n, 8, dtype=dtype) for n in (6, 2, 2))
+    whole = attention(q, k, v, chunk)[-1]
+    decoding = [SequenceSlice(start=20, num_new=1, block_table=[12, 13])] if beside else []
+    last = SequenceSlice(start=36, num_new=1, block_table=table, is_prompt=True)
+    step = ForwardBatch.build([*decoding, last], BS)
+    row = len(decoding)
+    assert step.chunk_rows == [row] and not step.is_decode
+    assert (step.chunk_split() is not None) == beside
+    extra = 1 if beside else 0
+    out = attention(*(torch.cat([x[-1:]] * (1 + extra)) for x in (q, k, v)), step)
+    assert torch.equal(out[row], whole)
+    as_decode = ForwardBatch.build([*decoding, dataclasses.replace(last, is_prompt=False)], BS)
+    assert as_decode.is_decode and as_decode.chunk_rows == []

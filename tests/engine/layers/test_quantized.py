@@ -107,7 +107,7 @@ def test_quantize_linears_keeps_tied_weights_shared(bits: int, path: str) -> Non
     switch = quantize_linears(model, bits=bits)
     proj, head = model["proj"], model["lm_head"]
     assert isinstance(proj, Int4Linear if bits == 4 else Int8Linear) and proj.switch is switch
-    assert isinstance(head, Int8Linear) and head.weight is embed.weight  # int8 either way
+    assert isinstance(head, Int8Linear) and head.dense.weight is embed.weight  # int8 either way
     if path == "kernel":  # 3 blocks of 16 rows, 1 group: scales (64 bytes), then 8-bit levels
         assert head.packed.dtype == torch.uint8 and head.packed.shape == (3, 1, 64 + 512)
     else:

@@ -50,8 +50,8 @@ log = logging.getLogger(__name__)
 
 DTYPES = frozenset({torch.float32, torch.bfloat16})  # of the tensors they take
 _HERE = Path(__file__).parent
-_SOURCES = [_HERE / "paged_decode.cpp", _HERE / "quant_matmul.cpp"]
-_HEADERS = [_HERE / "attend.h", _HERE / "tile.h", _HERE / "convert.h"]
+_SOURCES = [_HERE / "paged_decode.cpp", _HERE / "quant_matmul.cpp", _HERE / "tile_matmul.cpp"]
+_HEADERS = [_HERE / "attend.h", _HERE / "tile.h", _HERE / "convert.h", _HERE / "amx.h"]
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 QUANT_ROWS = 16  # output rows packed together by `quant_matmul`'s weight layout
 QUANT_GROUP = 32  # inputs per scale and offset
@@ -87,6 +87,17 @@ def quant_matmul_uses_amx() -> bool:
     """Whether `quant_matmul` multiplies passes of 12 to 16 rows with AMX tiles (built for a
     CPU with AMX, on Linux, which lent the tiles to this process)."""
     return _load() and bool(torch.ops.limelight_kernels.quant_matmul_uses_amx())
+
+
+def tile_matmul() -> Callable[..., torch.Tensor] | None:
+    """`limelight_kernels::tile_matmul` where the CPU lends AMX tiles, else None.
+
+    tile_matmul(x [M, K] bfloat16, weight [N / 16, K / 32, 16, 32], n) → [M, n] bfloat16,
+    with the weight laid out by `layers.dense.pack_tiles`; each row's output bits do not
+    depend on the other rows."""
+    if not _load() or not torch.ops.limelight_kernels.tile_matmul_usable():
+        return None
+    return torch.ops.limelight_kernels.tile_matmul
 
 
 def _load() -> bool:
@@ -131,6 +142,10 @@ def _register_shapes() -> None:
     @torch.library.register_fake("limelight_kernels::quant_matmul")
     def _(x: torch.Tensor, qweight: torch.Tensor, bits: int) -> torch.Tensor:
         return x.new_empty((x.shape[0], qweight.shape[0] * QUANT_ROWS))
+
+    @torch.library.register_fake("limelight_kernels::tile_matmul")
+    def _(x: torch.Tensor, weight: torch.Tensor, n: int) -> torch.Tensor:
+        return x.new_empty((x.shape[0], n))
 
 
 def _cpu() -> str:

@@ -41,15 +41,10 @@
 #define LIMELIGHT_VNNI 0
 #endif
 
-#if LIMELIGHT_VNNI && defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__linux__)
-#include <sys/syscall.h>
-#include <unistd.h>
-#define LIMELIGHT_AMX 1
-#else
-#define LIMELIGHT_AMX 0
-#endif
-
+#include "amx.h"
 #include "convert.h"
+
+#define LIMELIGHT_QUANT_AMX (LIMELIGHT_VNNI && LIMELIGHT_AMX)  // the tile path uses VNNI's helpers
 
 namespace limelight {
 namespace {
@@ -159,7 +154,7 @@ void multiply_block(const Block& b, float* out) {
 }
 
 
-#if LIMELIGHT_AMX
+#if LIMELIGHT_QUANT_AMX
 
 // With AMX (Intel Xeon since Sapphire Rapids) a pass of 4 to 16 activation rows gets each
 // group's integer sums from one tile product: the activations' [rows, 32] int8 tile times
@@ -168,33 +163,14 @@ void multiply_block(const Block& b, float* out) {
 constexpr int64_t kAmxMinRows = 12;
 constexpr int64_t kAmxMaxRows = 16;
 
-// Linux lends a process the tile registers' state only when asked (arch_prctl); asked once.
-bool amx_usable() {
-  static const bool usable = [] {
-    constexpr long kRequestPermission = 0x1023, kTileData = 18;  // ARCH_REQ_XCOMP_PERM, XTILEDATA
-    return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
-  }();
-  return usable;
-}
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
 // Two sets of tiles, so that one group's product runs while the last one's sums are
 // scaled: 0, 1 sums [rows, 16] int32; 2, 3 activations [rows, 32] int8; 4, 5 levels [8, 64].
 void configure_tiles(int64_t rows) {
   TileConfig config;
   for (int t = 0; t < 2; ++t) {
-    config.rows[t] = config.rows[2 + t] = static_cast<uint8_t>(rows);
-    config.colsb[t] = 64;
-    config.colsb[2 + t] = kGroup;
-    config.rows[4 + t] = kQuads;
-    config.colsb[4 + t] = 64;
+    config.shape(t, rows, 64);
+    config.shape(2 + t, rows, kGroup);
+    config.shape(4 + t, kQuads, 64);
   }
   _tile_loadconfig(&config);
 }
@@ -346,10 +322,9 @@ void multiply_rows(const Block& b, int64_t rows, float* out) {
   }
 }
 
-#if !LIMELIGHT_AMX
+#if !LIMELIGHT_QUANT_AMX
 constexpr int64_t kAmxMinRows = int64_t{1} << 40;  // never
 constexpr int64_t kAmxMaxRows = kPassRows;
-bool amx_usable() { return false; }
 #endif
 
 template <int64_t Bits, typename T>
@@ -367,7 +342,7 @@ void run(const Activations& x, const at::Tensor& qweight, int64_t m, T* y) {
       for (int64_t row = 0; row < m; row += pass) {
         const int64_t rows = std::min(pass, m - row);
         const Block b{weights + nb * groups * group_bytes(Bits), x, row};
-#if LIMELIGHT_AMX
+#if LIMELIGHT_QUANT_AMX
         if (amx && rows >= kAmxMinRows) {
           if (tiles != rows) configure_tiles(tiles = rows);
           multiply_rows_amx<Bits>(b, rows, out);
@@ -378,7 +353,7 @@ void run(const Activations& x, const at::Tensor& qweight, int64_t m, T* y) {
           narrow(out + r * kRows, y + (row + r) * n + nb * kRows, kRows);
       }
     }
-#if LIMELIGHT_AMX
+#if LIMELIGHT_QUANT_AMX
     if (tiles) _tile_release();
 #endif
   });
@@ -416,7 +391,7 @@ at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& qweight, int64_t 
 
 bool quant_matmul_vectorized() { return LIMELIGHT_VNNI; }
 
-bool quant_matmul_uses_amx() { return amx_usable(); }
+bool quant_matmul_uses_amx() { return LIMELIGHT_QUANT_AMX && amx_usable(); }
 
 }  // namespace
 }  // namespace limelight

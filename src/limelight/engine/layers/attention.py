@@ -24,8 +24,12 @@ below, alternating in one process: 1 x 66 of context 15.9 / 23.6 ms, 1 x 1,431 2
 52.1, 4 x 1,431 sharing it 33.8 / 46.8, 16 x 66 65.3 / 88.4).  A step of one prompt chunk
 beside decoding rows (a new turn while other users' replies go on) is split in two: the
 decoding rows through the kernel, the chunk alone through SDPA, which would otherwise pad
-every decoding row to the chunk's length (`ChunkSplit`).  The code below serves other
-prompt steps, other devices, float16, and machines where the kernel could not be built.
+every decoding row to the chunk's length (`ChunkSplit`).  Prompt tokens never go through
+the kernel, however few a step computes: a prompt whose prefix came from the cache
+computes its last token alone, and that token must get the bits it got in the chunk that
+computed the whole prompt, which the kernel's order of sums does not give (an identical
+greedy request answered differently).  The code below serves the other prompt steps, other
+devices, float16, and machines where the kernel could not be built.
 
 In a compiled decode step (`engine/compiled.py`) attention is one opaque operator,
 `limelight::paged_attention`, that runs the code below unchanged: its cache writes, its
@@ -84,7 +88,7 @@ class PagedAttention(nn.Module):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch) -> Tensor:
         if (kernel := self._kernel(q)) is not None:
-            if batch.max_query_len == 1:
+            if batch.is_decode:
                 rows = batch.kernel_keys(self.sliding_window)
                 return self._kernel_attend(kernel, q, k, v, rows, batch.slot_mapping)
             if (split := batch.chunk_split()) is not None:
@@ -96,14 +100,14 @@ class PagedAttention(nn.Module):
             return self._cascade(q, batch.shared, dtype).to(q.dtype)
         keys = self._gather(self.k_cache, batch.key_slots, dtype)  # [B, Hkv, Lk, D]
         values = self._gather(self.v_cache, batch.key_slots, dtype)
-        is_decode = batch.max_query_len == 1  # T == B: the flat layout is the padded one
-        if is_decode:
+        one_each = batch.max_query_len == 1  # T == B: the flat layout is the padded one
+        if one_each:
             queries = q.to(dtype).unsqueeze(2)  # [B, H, 1, D]
         else:
             queries = batch.to_padded(q).to(dtype).transpose(1, 2)  # [B, H, Lq, D]
-        mask = self._mask(batch, is_decode, keys.shape[2])  # [B, 1, Lq, Lk] or None
+        mask = self._mask(batch, one_each, keys.shape[2])  # [B, 1, Lq, Lk] or None
         out = self._sdpa(queries, keys, values, mask)
-        if is_decode:
+        if one_each:
             return out.to(q.dtype).flatten(1)  # [B, H * D]
         out = out.to(q.dtype).transpose(1, 2)  # [B, Lq, H, D]
         return batch.to_flat(out).flatten(1)  # [T, H * D]
@@ -179,10 +183,10 @@ class PagedAttention(nn.Module):
             )
         return _softcapped_attention(q, k, v, mask, self.scale, self.logit_softcap)
 
-    def _mask(self, batch: ForwardBatch, is_decode: bool, num_keys: int) -> Tensor | None:
-        """None when every key is visible: one sequence decoding, inside its window."""
+    def _mask(self, batch: ForwardBatch, one_each: bool, num_keys: int) -> Tensor | None:
+        """None when every key is visible: one sequence's one new token, inside its window."""
         window = self.sliding_window
-        if is_decode and batch.num_seqs == 1 and (window is None or num_keys <= window):
+        if batch.is_decode and batch.num_seqs == 1 and (window is None or num_keys <= window):
             return None
         return batch.attention_mask(window)
 

@@ -41,6 +41,7 @@ class SequenceSlice:
     # (tokens consumed in this step, snapshot slot): linear-attention states to save
     snapshots: list[tuple[int, int]] = field(default_factory=list)
     restore_from: int | None = None  # snapshot slot to load the state from before the step
+    is_prompt: bool = False  # its new tokens are prompt tokens: attended as a chunk
 
 
 @dataclass(slots=True, eq=False)
@@ -68,8 +69,10 @@ class ForwardBatch:
     state_slots: Tensor  # [B] linear-attention state row of each sequence
     state_restores: list[tuple[int, int]]  # (state slot, snapshot slot) to load first
     state_snapshots: list[tuple[int, int, int]]  # (batch row, tokens consumed, snapshot slot)
-    max_query_len: int  # 1: a decode step, one new token per sequence (padded = flat layout)
-    num_chunks: int  # sequences with more than one new token (prompt chunks, drafts)
+    max_query_len: int  # 1: one new token per sequence (the padded layout is the flat one)
+    # rows attended as chunks, through PyTorch's attention: more than one new token (prompt
+    # chunks, drafts) or prompt tokens, which always attend the same way (layers/attention.py)
+    chunk_rows: list[int]
     shared: SharedPrefix | None = None  # decode steps only
     _masks: dict[int | None, Tensor] = field(default_factory=dict)
     _kernel_keys: dict[int | None, KernelKeys] = field(default_factory=dict)
@@ -82,6 +85,11 @@ class ForwardBatch:
     @property
     def num_seqs(self) -> int:
         return int(self.query_lens.shape[0])
+
+    @property
+    def is_decode(self) -> bool:
+        """Every row decodes one token: no prompt tokens, no drafts."""
+        return not self.chunk_rows
 
     @staticmethod
     def build(
@@ -128,7 +136,7 @@ class ForwardBatch:
                 for consumed, slot in s.snapshots
             ],
             max_query_len=max_q,
-            num_chunks=int((query_lens > 1).sum()),
+            chunk_rows=[row for row, s in enumerate(seqs) if s.num_new > 1 or s.is_prompt],
             shared=_shared_prefix(seqs, ends, block_size, device),
         )
 
@@ -173,10 +181,10 @@ class ForwardBatch:
     def chunk_split(self) -> ChunkSplit | None:
         """A step of one prompt chunk beside decoding rows, in its two parts (`ChunkSplit`);
         None for any other step."""
-        if self.num_chunks != 1 or self.num_seqs == 1:
+        if len(self.chunk_rows) != 1 or self.num_seqs == 1:
             return None
         if self._split is None:
-            row = int(self.query_lens.argmax())
+            row = self.chunk_rows[0]
             first = int(self.query_lens[:row].sum())
             length = int(self.query_lens[row])
             end = int(self.start_lens[row]) + length
@@ -276,7 +284,7 @@ def _shared_prefix(
     have in common (whole blocks before every member's new token), if enough of them.
     Decode steps on the CPU only: attention merges the two parts by the log-sum-exp that
     PyTorch's CPU flash kernel returns, so other devices would build it for nothing."""
-    if torch.device(device).type != "cpu" or any(s.num_new != 1 for s in seqs):
+    if torch.device(device).type != "cpu" or any(s.num_new != 1 or s.is_prompt for s in seqs):
         return None
     groups: dict[int, list[int]] = {}
     for row, s in enumerate(seqs):

@@ -129,7 +129,9 @@ class QuantizedLinear(nn.Module):
     def __init__(self, linear: nn.Linear, switch: QuantSwitch, symmetric: bool = False) -> None:
         super().__init__()
         self.switch = switch
-        self.weight = linear.weight  # [N, K] the dense copy (shared if the head is tied)
+        # the dense layer, for prompts and large batches: its weight [N, K] is shared if the
+        # head is tied; `dense.tile_linears` may replace it with a `TiledLinear`
+        self.dense: nn.Module = linear
         self.bias = linear.bias
         self.out_features, self.in_features = linear.weight.shape
         on_cpu, dtype = linear.weight.device.type == "cpu", linear.weight.dtype
@@ -148,7 +150,7 @@ class QuantizedLinear(nn.Module):
         # a decode step's path: few checks, no reshapes for the usual [T, K] input
         rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)  # [T, K]
         if not (self.switch.is_on and rows.shape[0] <= self.max_rows):
-            return F.linear(x, self.weight, self.bias)
+            return self.dense(x)
         out = self.matmul(rows.contiguous())  # [T, N]; both kernels want contiguous rows
         if self.bias is not None:
             out = out + self.bias
