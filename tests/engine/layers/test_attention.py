@@ -4,7 +4,7 @@ sequence's keys, through the CPU decode kernel and through PyTorch alike."""
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import random
 from typing import Any
 
@@ -14,7 +14,7 @@ import torch
 from limelight.engine import kernels
 from limelight.engine.layers import batch as batch_module
 from limelight.engine.layers.attention import PagedAttention
-from limelight.engine.layers.batch import ForwardBatch, SequenceSlice
+from limelight.engine.layers.batch import KEY_BLOCK, PROMPT_GROUP, ForwardBatch, SequenceSlice
 from limelight.engine.llm_engine import LLMEngine
 from limelight.engine.types import SamplingParams
 from tests.engine.fakes import VOCAB, tiny_engine
@@ -143,48 +143,98 @@ def test_greedy_text_is_the_same_with_shared_keys_read_once(
     assert not calls
 
 
-def test_a_chunk_beside_decoding_rows_is_split_in_two() -> None:
+def test_a_step_with_prompt_tokens_or_drafts_is_split_in_two() -> None:
+    """Prompt chunks apart; every other token (a decoding row, each of a row's drafts) a
+    query row of the kernel with its own keys up to its position."""
     seqs = [
         SequenceSlice(start=20, num_new=1, block_table=[5, 6]),  # decoding
-        SequenceSlice(start=40, num_new=4, block_table=[1, 2, 3, 4]),  # a new turn
-        SequenceSlice(start=9, num_new=1, block_table=[7]),  # decoding
+        SequenceSlice(start=40, num_new=4, block_table=[1, 2, 3, 4], is_prompt=True),
+        SequenceSlice(start=9, num_new=3, block_table=[7]),  # a token and two drafts
+        SequenceSlice(start=0, num_new=2, block_table=[8], is_prompt=True),
     ]
-    split = ForwardBatch.build(seqs, BS).chunk_split()
-    assert split is not None
-    assert split.tokens == slice(1, 5) and split.decode_tokens.tolist() == [0, 5]
-    assert split.slots.tolist() == positions_to_slots([1, 2, 3, 4], range(44))
-    assert split.query_positions.tolist() == [40, 41, 42, 43]
-    mask = split.mask()[0, 0]
-    assert mask.shape == (4, 44) and mask.sum(dim=1).tolist() == [41, 42, 43, 44]
-    assert split.mask(sliding_window=8)[0, 0].sum(dim=1).tolist() == [8, 8, 8, 8]
+    batch = ForwardBatch.build(seqs, BS)
+    assert batch.chunk_rows == [1, 3] and not batch.is_decode
+    split = batch.chunk_split()
+    assert split is not None and len(split.chunks) == 2
+    turn, new = split.chunks
+    assert turn.tokens == slice(1, 5) and turn.start == 40
+    assert turn.slots.tolist() == positions_to_slots([1, 2, 3, 4], range(44))
+    assert new.tokens == slice(8, 10) and new.start == 0 and new.slots.tolist() == [128, 129]
+    assert split.decode_tokens.tolist() == [0, 5, 6, 7]
     keys = split.kernel_keys()
-    assert keys.end.tolist() == [21, 10] and keys.begin.tolist() == [0, 0]
-    assert keys.slots[1, :10].tolist() == positions_to_slots([7], range(10))
-    assert split.kernel_keys(sliding_window=8).begin.tolist() == [13, 2]
-    two_chunks = [*seqs, SequenceSlice(start=0, num_new=3, block_table=[8])]
-    assert ForwardBatch.build(two_chunks, BS).chunk_split() is None
-    assert ForwardBatch.build(seqs[1:2], BS).chunk_split() is None  # the chunk alone
+    assert keys.end.tolist() == [21, 10, 11, 12] and keys.begin.tolist() == [0, 0, 0, 0]
+    assert keys.slots[3, :12].tolist() == positions_to_slots([7], range(12))
+    assert split.kernel_keys(sliding_window=8).begin.tolist() == [13, 2, 3, 4]
+    alone = split.decode_chunks()
+    assert [(c.tokens, c.start, len(c.slots)) for c in alone] == [
+        (slice(0, 1), 20, 21),
+        (slice(5, 6), 9, 10),
+        (slice(6, 7), 10, 11),
+        (slice(7, 8), 11, 12),
+    ]
+    mask = split.chunk_mask(turn)  # one group of positions from 32, keys padded to 512
+    assert mask.shape == (1, 1, PROMPT_GROUP, KEY_BLOCK)
+    assert set(mask.unique().tolist()) == {0.0, float("-inf")}
+    group = range(32, 32 + PROMPT_GROUP)
+    assert (mask[0, 0] == 0).sum(dim=1).tolist() == [min(p + 1, 44) for p in group]
+    windowed = split.chunk_mask(turn, sliding_window=8)[0, 0] == 0
+    assert windowed.sum(dim=1).tolist() == [max(0, min(p, 43) - (p - 7) + 1) for p in group]
+    assert split.chunk_mask(new).shape == (1, 1, PROMPT_GROUP, KEY_BLOCK)
+    decoding = [SequenceSlice(start=20, num_new=1, block_table=[5, 6])] * 2
+    assert ForwardBatch.build(decoding, BS).chunk_split() is None
 
 
 STEPS = {
     "a chunk beside decoding rows": [
         SequenceSlice(start=70, num_new=1, block_table=[7, 8, 9, 10, 11]),
-        SequenceSlice(start=37, num_new=9, block_table=[3, 4, 5]),
+        SequenceSlice(start=37, num_new=9, block_table=[3, 4, 5], is_prompt=True),
         SequenceSlice(start=20, num_new=1, block_table=[12, 13]),
     ],
     "several chunks": [
-        SequenceSlice(start=37, num_new=9, block_table=[3, 4, 5]),
-        SequenceSlice(start=0, num_new=5, block_table=[6]),
+        SequenceSlice(start=37, num_new=9, block_table=[3, 4, 5], is_prompt=True),
+        SequenceSlice(start=0, num_new=5, block_table=[6], is_prompt=True),
         SequenceSlice(start=70, num_new=1, block_table=[7, 8, 9, 10, 11]),
-        SequenceSlice(start=16, num_new=3, block_table=[12, 13]),
+        SequenceSlice(start=16, num_new=3, block_table=[12, 13], is_prompt=True),
+    ],
+    "drafts beside a chunk": [
+        SequenceSlice(start=33, num_new=4, block_table=[3, 4, 5]),
+        SequenceSlice(start=5, num_new=20, block_table=[6, 7], is_prompt=True),
+        SequenceSlice(start=70, num_new=1, block_table=[8, 9, 10, 11, 12]),
     ],
 }
+
+
+def exact_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    seqs: list[SequenceSlice],
+    window: int | None,
+    softcap: float | None,
+) -> torch.Tensor:
+    """Each new token against its sequence's keys up to its own (the last `window` of
+    them), in float64: [T, H * D]."""
+    out, token = [], 0
+    groups = q.shape[1] // k_cache.shape[1]
+    for s in seqs:
+        for i in range(s.num_new):
+            end = s.start + i + 1
+            slots = torch.tensor(positions_to_slots(s.block_table, range(end)))
+            slots = slots[-window:] if window else slots
+            keys = k_cache[slots].double().repeat_interleave(groups, dim=1)  # [L, H, D]
+            values = v_cache[slots].double().repeat_interleave(groups, dim=1)
+            scores = torch.einsum("hd,lhd->hl", q[token].double(), keys) * 8**-0.5
+            if softcap:
+                scores = torch.tanh(scores / softcap) * softcap
+            out.append(torch.einsum("hl,lhd->hd", scores.softmax(dim=-1), values).flatten())
+            token += 1
+    return torch.stack(out)
 
 
 @pytest.mark.parametrize("step", list(STEPS))
 @pytest.mark.parametrize(("window", "softcap"), [(None, None), (6, None), (None, 20.0)])
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-def test_a_step_with_prompt_tokens_attends_alike_where_the_kernel_is_built(
+def test_a_step_with_prompt_tokens_attends_exactly_with_the_kernel_or_without(
     step: str,
     dtype: torch.dtype,
     tolerance: float,
@@ -192,13 +242,13 @@ def test_a_step_with_prompt_tokens_attends_alike_where_the_kernel_is_built(
     softcap: float | None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Prompt chunks (after a cached context or not) and decoding rows in one step: the
-    same attention and the same cache as where the kernel is not built (one padded SDPA)."""
+    """Prompt chunks (after a cached context or not), decoding rows and drafts in one
+    step: attention as computed exactly, and the same cache, whether the other tokens go
+    through the kernel or, where it is not built, through SDPA as chunks of one."""
     torch.manual_seed(1)
     attention = PagedAttention(6, 2, 8, 8**-0.5, sliding_window=window, logit_softcap=softcap)
     seqs = STEPS[step]
     batch = ForwardBatch.build(seqs, BS)
-    assert (batch.chunk_split() is not None) == (step == "a chunk beside decoding rows")
     caches = [torch.randn(16 * BS, 2, 8, dtype=dtype) for _ in range(2)]
     t = batch.num_tokens
     q, k, v = (torch.randn(t, n, 8, dtype=dtype) for n in (6, 2, 2))
@@ -206,40 +256,47 @@ def test_a_step_with_prompt_tokens_attends_alike_where_the_kernel_is_built(
     attention.bind_cache(*(c.clone() for c in caches))
     through_kernel = attention(q, k, v, batch)
     kernel_caches = attention.k_cache, attention.v_cache
+    expected = exact_attention(q, *kernel_caches, seqs, window, softcap).to(dtype)
     monkeypatch.setattr(kernels, "paged_decode", lambda: None)
     attention.bind_cache(*(c.clone() for c in caches))
-    expected = attention(q, k, v, ForwardBatch.build(seqs, BS))
+    without = attention(q, k, v, ForwardBatch.build(seqs, BS))
     assert through_kernel.dtype == dtype and through_kernel.shape == (t, 48)
-    torch.testing.assert_close(through_kernel, expected, atol=tolerance, rtol=tolerance)
+    for got in (through_kernel, without):
+        torch.testing.assert_close(got, expected, atol=tolerance, rtol=tolerance)
     assert torch.equal(kernel_caches[0], attention.k_cache)
     assert torch.equal(kernel_caches[1], attention.v_cache)
 
 
-@pytest.mark.parametrize("beside", [False, True], ids=["alone", "beside a decoding row"])
-def test_a_prompt_token_computed_alone_gets_the_bits_of_its_chunk(beside: bool) -> None:
-    """A prompt whose prefix came from the cache computes its last token alone: that token
-    is attended as a chunk (never by the decode kernel, which sums in another order), and
-    gets exactly what it got as the last token of the chunk that computed the whole prompt.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("window", [None, 40])
+def test_a_prompt_token_gets_the_same_bits_however_its_prompt_was_cut(
+    dtype: torch.dtype, window: int | None
+) -> None:
+    """A 700-token prompt computed in chunks of 256, or cut at other places (as when a
+    prefix came from the cache, or a step's token budget ran out), alone or beside a
+    decoding row: every token's attention is the same bits.  (One SDPA call a chunk gave
+    other bits to ~20% of the rows, measured; prompt tokens through the decode kernel
+    too.)"""
+    torch.manual_seed(3)
+    attention = PagedAttention(9, 3, 64, 64**-0.5, sliding_window=window)
+    attention.bind_cache(*(torch.randn(60 * BS, 3, 64, dtype=dtype) for _ in range(2)))
+    table, length = list(range(10, 54)), 700
+    q = torch.randn(length, 9, 64, dtype=dtype) * 3
+    k, v = (torch.randn(length, 3, 64, dtype=dtype) for _ in range(2))
 
-    In bfloat16, the engine's dtype on the CPU.  With float32 inputs SDPA's one-query and
-    nine-query results differ in the last bits (measured), so a float32 engine's cached
-    prompt is only nearly the same."""
-    dtype = torch.bfloat16
-    torch.manual_seed(2)
-    attention = PagedAttention(6, 2, 8, 8**-0.5)
-    attention.bind_cache(*(torch.randn(16 * BS, 2, 8, dtype=dtype) for _ in range(2)))
-    table = [3, 4, 5]
-    chunk = ForwardBatch.build([SequenceSlice(start=28, num_new=9, block_table=table)], BS)
-    q, k, v = (torch.randn(9, n, 8, dtype=dtype) for n in (6, 2, 2))
-    whole = attention(q, k, v, chunk)[-1]
-    decoding = [SequenceSlice(start=20, num_new=1, block_table=[12, 13])] if beside else []
-    last = SequenceSlice(start=36, num_new=1, block_table=table, is_prompt=True)
-    step = ForwardBatch.build([*decoding, last], BS)
-    row = len(decoding)
-    assert step.chunk_rows == [row] and not step.is_decode
-    assert (step.chunk_split() is not None) == beside
-    extra = 1 if beside else 0
-    out = attention(*(torch.cat([x[-1:]] * (1 + extra)) for x in (q, k, v)), step)
-    assert torch.equal(out[row], whole)
-    as_decode = ForwardBatch.build([*decoding, dataclasses.replace(last, is_prompt=False)], BS)
-    assert as_decode.is_decode and as_decode.chunk_rows == []
+    def run(cuts: list[int], beside: bool) -> torch.Tensor:
+        out = []
+        for start, end in itertools.pairwise([0, *cuts, length]):
+            rows = [SequenceSlice(start, end - start, table, is_prompt=True)]
+            tensors = [x[start:end] for x in (q, k, v)]
+            if beside:  # a decoding row first
+                rows.insert(0, SequenceSlice(start=20, num_new=1, block_table=[1, 2]))
+                tensors = [torch.cat([t.new_zeros(1, *t.shape[1:]), t]) for t in tensors]
+            out.append(attention(*tensors, ForwardBatch.build(rows, BS))[len(rows) - 1 :])
+        return torch.cat(out)
+
+    whole = run(list(range(256, length, 256)), beside=False)
+    assert whole.shape == (length, 9 * 64)
+    cuts = [([1, 2, 35, 511, 512, 513, 699], False), ([16, 160, 161, 600], True), ([699], True)]
+    for at, beside in cuts:
+        assert torch.equal(run(at, beside), whole)

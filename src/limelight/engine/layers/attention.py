@@ -21,15 +21,20 @@ On the CPU a step of one new token per sequence (decode) goes to the kernel in
 slot for all the query heads that use it, and shared keys once for all the rows that share
 them, with no gathered copy (SmolLM2 int4, a whole decode step, kernel against the path
 below, alternating in one process: 1 x 66 of context 15.9 / 23.6 ms, 1 x 1,431 22.2 /
-52.1, 4 x 1,431 sharing it 33.8 / 46.8, 16 x 66 65.3 / 88.4).  A step of one prompt chunk
-beside decoding rows (a new turn while other users' replies go on) is split in two: the
-decoding rows through the kernel, the chunk alone through SDPA, which would otherwise pad
-every decoding row to the chunk's length (`ChunkSplit`).  Prompt tokens never go through
-the kernel, however few a step computes: a prompt whose prefix came from the cache
-computes its last token alone, and that token must get the bits it got in the chunk that
-computed the whole prompt, which the kernel's order of sums does not give (an identical
-greedy request answered differently).  The code below serves the other prompt steps, other
-devices, float16, and machines where the kernel could not be built.
+52.1, 4 x 1,431 sharing it 33.8 / 46.8, 16 x 66 65.3 / 88.4).
+
+On the CPU a step with prompt tokens (a new turn, perhaps while other users' replies go
+on) or drafts is split in two (`ChunkSplit`): every token that is not a prompt token
+through the kernel, one query row each; each prompt chunk alone through SDPA, in groups of
+32 positions against whole blocks of 512 keys, so that a prompt token gets the same bits
+however the scheduler and the prefix cache cut its prompt.  That is what makes an
+identical greedy request, or a regenerated reply, the same text (one SDPA call a chunk,
+or the kernel, sums a token's keys in an order that depends on the cut).  The chunks
+attend in the model's dtype: SmolLM2's heads in bfloat16, µs a layer, against one float32
+SDPA call a chunk (the path before): 30 new tokens after 992 cached 990 / 1,591, 256 after
+744 3,349 / 5,492, 512 after 1,000 8,108 / 13,633; a fresh 256 1,595 / 1,438 (its keys
+padded to 512) and 1 after 1,008 789 / 556 pay for the groups.  The padded code below
+serves decode steps without the kernel, and other devices.
 
 In a compiled decode step (`engine/compiled.py`) attention is one opaque operator,
 `limelight::paged_attention`, that runs the code below unchanged: its cache writes, its
@@ -49,7 +54,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from limelight.engine import kernels
-from limelight.engine.layers.batch import ChunkSplit, ForwardBatch, KernelKeys, SharedPrefix
+from limelight.engine.layers.batch import (
+    PROMPT_GROUP,
+    ChunkSplit,
+    ForwardBatch,
+    KernelKeys,
+    PromptChunk,
+    SharedPrefix,
+)
 
 
 class PagedAttention(nn.Module):
@@ -87,14 +99,13 @@ class PagedAttention(nn.Module):
         return self.attend(q, k, v, batch)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, batch: ForwardBatch) -> Tensor:
-        if (kernel := self._kernel(q)) is not None:
-            if batch.is_decode:
-                rows = batch.kernel_keys(self.sliding_window)
-                return self._kernel_attend(kernel, q, k, v, rows, batch.slot_mapping)
-            if (split := batch.chunk_split()) is not None:
-                return self._split_attend(kernel, q, k, v, batch, split)
-        self.k_cache.index_copy_(0, batch.slot_mapping, k.to(self.k_cache.dtype))
-        self.v_cache.index_copy_(0, batch.slot_mapping, v.to(self.v_cache.dtype))
+        kernel = self._kernel(q)
+        if kernel is not None and batch.is_decode:
+            rows = batch.kernel_keys(self.sliding_window)
+            return self._kernel_attend(kernel, q, k, v, rows, batch.slot_mapping)
+        if q.device.type == "cpu" and (split := batch.chunk_split()) is not None:
+            return self._split_attend(kernel, q, k, v, batch, split)
+        self._store(k, v, batch.slot_mapping)
         dtype = _compute_dtype(q)
         if batch.shared is not None and self.logit_softcap is None and not self.sliding_window:
             return self._cascade(q, batch.shared, dtype).to(q.dtype)
@@ -111,6 +122,11 @@ class PagedAttention(nn.Module):
             return out.to(q.dtype).flatten(1)  # [B, H * D]
         out = out.to(q.dtype).transpose(1, 2)  # [B, Lq, H, D]
         return batch.to_flat(out).flatten(1)  # [T, H * D]
+
+    def _store(self, k: Tensor, v: Tensor, slots: Tensor) -> None:
+        """The step's new keys and values k/v [T, Hkv, D] into their cache slots [T]."""
+        self.k_cache.index_copy_(0, slots, k.to(self.k_cache.dtype))
+        self.v_cache.index_copy_(0, slots, v.to(self.v_cache.dtype))
 
     def _kernel(self, q: Tensor) -> Callable[..., Tensor] | None:
         """The CPU attention kernel, where it is built and takes these tensors' dtypes."""
@@ -151,28 +167,48 @@ class PagedAttention(nn.Module):
 
     def _split_attend(
         self,
-        kernel: Callable[..., Tensor],
+        kernel: Callable[..., Tensor] | None,
         q: Tensor,
         k: Tensor,
         v: Tensor,
         batch: ForwardBatch,
         split: ChunkSplit,
     ) -> Tensor:
-        """A prompt chunk beside decoding rows (`ChunkSplit`): the rows through the kernel,
-        which stores every new key and value first, then the chunk alone through SDPA."""
+        """A step with prompt chunks or drafts (`ChunkSplit`): the tokens that are not
+        prompt tokens through the kernel, which stores every new key and value first, then
+        each prompt chunk alone; without the kernel every token as a chunk."""
         t, h, d = q.shape
         out = q.new_empty(t, h * d)
-        rows, window = split.decode_tokens, self.sliding_window
-        decoding = split.kernel_keys(window)
-        out[rows] = self._kernel_attend(kernel, q[rows], k, v, decoding, batch.slot_mapping)
-        dtype = _compute_dtype(q)
-        chunk = q[split.tokens].to(dtype).transpose(0, 1)[None]  # [1, H, Lq, D]
-        keys, values = (
-            self._gather(c, split.slots[None], dtype) for c in (self.k_cache, self.v_cache)
-        )
-        attended = self._sdpa(chunk, keys, values, split.mask(window))
-        out[split.tokens] = attended[0].transpose(0, 1).flatten(1).to(q.dtype)
+        rows, chunks = split.decode_tokens, split.chunks
+        if kernel is not None and len(rows):
+            keys = split.kernel_keys(self.sliding_window)
+            out[rows] = self._kernel_attend(kernel, q[rows], k, v, keys, batch.slot_mapping)
+        else:
+            self._store(k, v, batch.slot_mapping)
+            if kernel is None:
+                chunks = chunks + split.decode_chunks()
+        for chunk in chunks:
+            out[chunk.tokens] = self._attend_chunk(q[chunk.tokens], chunk, split)
         return out
+
+    def _attend_chunk(self, q: Tensor, chunk: PromptChunk, split: ChunkSplit) -> Tensor:
+        """One sequence's prompt tokens q [L, H, D] → [L, H * D]: its groups of positions
+        as batch items against whole blocks of keys (`ChunkSplit` says why), in q's dtype:
+        the grouping, not float32, is what keeps a token's bits."""
+        length, h, d = q.shape
+        group, start = PROMPT_GROUP, chunk.start
+        first = start - start % group
+        mask = split.chunk_mask(chunk, self.sliding_window)  # [groups, 1, G, keys]
+        groups = mask.shape[0]
+        keys, values = (
+            split.padded_keys(cache, chunk, mask.shape[-1], q.dtype, i).expand(groups, -1, -1, -1)
+            for i, cache in enumerate((self.k_cache, self.v_cache))
+        )  # [groups, Hkv, keys, D], one copy
+        queries = q.new_zeros(groups * group, h, d)
+        queries[start - first : start - first + length] = q
+        queries = queries.view(groups, group, h, d).transpose(1, 2)  # [groups, H, G, D]
+        out = self._sdpa(queries, keys, values, mask).transpose(1, 2)  # [groups, G, H, D]
+        return out.reshape(groups * group, h * d)[start - first : start - first + length]
 
     def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         """SDPA over gathered keys ([B, H, Lq, D] against [B, Hkv, Lk, D]), or its
@@ -186,7 +222,7 @@ class PagedAttention(nn.Module):
     def _mask(self, batch: ForwardBatch, one_each: bool, num_keys: int) -> Tensor | None:
         """None when every key is visible: one sequence's one new token, inside its window."""
         window = self.sliding_window
-        if batch.is_decode and batch.num_seqs == 1 and (window is None or num_keys <= window):
+        if one_each and batch.num_seqs == 1 and (window is None or num_keys <= window):
             return None
         return batch.attention_mask(window)
 
@@ -275,13 +311,11 @@ def compiled_step(layers: list[PagedAttention], batch: ForwardBatch) -> Iterator
 
 
 def _compute_dtype(q: Tensor) -> torch.dtype:
-    """Attention runs in float32 on the CPU, for precision rather than speed.  PyTorch's
-    bfloat16 attention takes bfloat16 matrix products and was faster on an Intel Xeon with
-    AMX (SmolLM2's heads, µs a layer, gather included: 30 new tokens after 1,000 cached 343
-    against 1,227 with the casts; 256 after 744 1,272 against 3,188), but it rounds each
-    block's weights to bfloat16, so a prompt computed in one chunk and the same prompt
-    from the prefix cache parted more: a greedy regenerated reply came out different
-    (tests/server/test_sessions_api.py), where in float32 it was the same."""
+    """The padded path runs in float32 on the CPU (decode steps where the kernel is not
+    built), for precision.  Prompt chunks run in the model's dtype instead
+    (`_attend_chunk`): bfloat16 SDPA takes AMX's products on an Intel Xeon, and grouped it
+    gives a token the same bits however its prompt is cut (in one call a chunk, bfloat16
+    had parted a regenerated greedy reply from the first, tests/server/test_sessions_api)."""
     if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
         return torch.float32
     return q.dtype
@@ -290,12 +324,15 @@ def _compute_dtype(q: Tensor) -> torch.dtype:
 def _softcapped_attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, cap: float
 ) -> Tensor:
-    """Attention with tanh-capped logits (Gemma 2 style), which SDPA cannot express."""
+    """Attention with tanh-capped logits (Gemma 2 style), which SDPA cannot express; the
+    mask boolean (True: visible) or additive, as SDPA takes it."""
     groups = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(groups, dim=1)
     v = v.repeat_interleave(groups, dim=1)
     scores = (q @ k.transpose(-1, -2)) * scale  # [B, H, Lq, Lk]
     scores = torch.tanh(scores / cap) * cap
-    if mask is not None:
+    if mask is not None and mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, float("-inf"))
+    elif mask is not None:
+        scores = scores + mask.to(scores.dtype)
     return torch.softmax(scores, dim=-1) @ v

@@ -16,6 +16,7 @@ runner binds them to the attention modules) nor any scheduling decision.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -41,7 +42,7 @@ class SequenceSlice:
     # (tokens consumed in this step, snapshot slot): linear-attention states to save
     snapshots: list[tuple[int, int]] = field(default_factory=list)
     restore_from: int | None = None  # snapshot slot to load the state from before the step
-    is_prompt: bool = False  # its new tokens are prompt tokens: attended as a chunk
+    is_prompt: bool = False  # its new tokens are prompt tokens (attended as a `PromptChunk`)
 
 
 @dataclass(slots=True, eq=False)
@@ -70,9 +71,7 @@ class ForwardBatch:
     state_restores: list[tuple[int, int]]  # (state slot, snapshot slot) to load first
     state_snapshots: list[tuple[int, int, int]]  # (batch row, tokens consumed, snapshot slot)
     max_query_len: int  # 1: one new token per sequence (the padded layout is the flat one)
-    # rows attended as chunks, through PyTorch's attention: more than one new token (prompt
-    # chunks, drafts) or prompt tokens, which always attend the same way (layers/attention.py)
-    chunk_rows: list[int]
+    chunk_rows: list[int]  # the sequences whose new tokens are prompt tokens
     shared: SharedPrefix | None = None  # decode steps only
     _masks: dict[int | None, Tensor] = field(default_factory=dict)
     _kernel_keys: dict[int | None, KernelKeys] = field(default_factory=dict)
@@ -88,8 +87,8 @@ class ForwardBatch:
 
     @property
     def is_decode(self) -> bool:
-        """Every row decodes one token: no prompt tokens, no drafts."""
-        return not self.chunk_rows
+        """Every sequence decodes one token: no prompt tokens, no drafts."""
+        return self.max_query_len == 1 and not self.chunk_rows
 
     @staticmethod
     def build(
@@ -136,7 +135,7 @@ class ForwardBatch:
                 for consumed, slot in s.snapshots
             ],
             max_query_len=max_q,
-            chunk_rows=[row for row, s in enumerate(seqs) if s.num_new > 1 or s.is_prompt],
+            chunk_rows=[row for row, s in enumerate(seqs) if s.is_prompt],
             shared=_shared_prefix(seqs, ends, block_size, device),
         )
 
@@ -179,62 +178,121 @@ class ForwardBatch:
         return self._kernel_keys[sliding_window]
 
     def chunk_split(self) -> ChunkSplit | None:
-        """A step of one prompt chunk beside decoding rows, in its two parts (`ChunkSplit`);
-        None for any other step."""
-        if len(self.chunk_rows) != 1 or self.num_seqs == 1:
+        """A step with prompt tokens or drafts, in its parts (`ChunkSplit`); None for a
+        decode step."""
+        if self.is_decode:
             return None
         if self._split is None:
-            row = self.chunk_rows[0]
-            first = int(self.query_lens[:row].sum())
-            length = int(self.query_lens[row])
-            end = int(self.start_lens[row]) + length
-            decoding = torch.ones(self.num_seqs, dtype=torch.bool, device=self.positions.device)
-            decoding[row] = False
-            tokens = torch.arange(self.num_tokens, device=self.positions.device)
+            first = torch.cumsum(self.query_lens, 0) - self.query_lens  # flat index of each row
+            chunks: list[PromptChunk] = []
+            rows: list[tuple[int, int, int]] = []  # (row, token, context length) of the rest
+            prompts = set(self.chunk_rows)
+            for row, (at, start, length) in enumerate(
+                zip(first.tolist(), self.start_lens.tolist(), self.query_lens.tolist(), strict=True)
+            ):
+                if row in prompts:
+                    slots = self.key_slots[row, : start + length]
+                    chunks.append(PromptChunk(slice(at, at + length), start, slots))
+                else:
+                    rows.extend((row, at + i, start + i + 1) for i in range(length))
+            device = self.positions.device
+            row_of, tokens, ends = torch.tensor(rows, dtype=torch.long).view(-1, 3).T.to(device)
             self._split = ChunkSplit(
-                tokens=slice(first, first + length),
-                slots=self.key_slots[row, :end],
-                query_positions=self.positions[first : first + length],
-                decode_tokens=torch.cat([tokens[:first], tokens[first + length :]]),
-                decode_slots=self.key_slots[decoding],
-                decode_ends=(self.start_lens + 1)[decoding],
+                chunks=chunks,
+                decode_tokens=tokens.contiguous(),
+                decode_slots=self.key_slots[row_of],
+                decode_ends=ends.contiguous(),
             )
         return self._split
 
 
+PROMPT_GROUP = 32  # positions of a prompt chunk attended as one batch item (`ChunkSplit`)
+KEY_BLOCK = 512  # keys PyTorch's CPU flash attention takes a block at a time, from 0
+
+
+@dataclass(slots=True, eq=False)
+class PromptChunk:
+    """One sequence's prompt tokens in a step."""
+
+    tokens: slice  # in the flat layout
+    start: int  # position of the first
+    slots: Tensor  # [start + length] the sequence's keys, up to the last of them
+
+
 @dataclass(slots=True, eq=False)
 class ChunkSplit:
-    """A step of one sequence's prompt chunk beside decoding rows (a new turn while other
-    users' replies go on), attended in two parts: the decoding rows through the CPU kernel,
-    the chunk alone through PyTorch, which would otherwise pad every decoding row to the
-    chunk's length."""
+    """A step with prompt tokens (new turns) or drafts, attended in two parts.
 
-    tokens: slice  # the chunk's tokens in the flat layout
-    slots: Tensor  # [Lc] the chunk's sequence's keys, up to its last new token
-    query_positions: Tensor  # [Lq] the chunk's positions
-    decode_tokens: Tensor  # [R] the decoding rows' tokens in the flat layout
-    decode_slots: Tensor  # [R, Lk] their keys' slots
-    decode_ends: Tensor  # [R] their context lengths, new token included
+    - Each prompt chunk alone, through PyTorch's SDPA, its positions in groups of
+      PROMPT_GROUP aligned to multiples of it, each group a batch item (zero queries where
+      the chunk has none), against the keys up to the chunk's last, padded with zeros (masked)
+      to whole KEY_BLOCKs.  Every block of keys and every group then has the same shape
+      whatever the chunk, so a prompt token gets the same bits in any chunk: whole, or after
+      a prefix from the cache.  In one call over the chunk, SDPA sums a token's keys in an
+      order that depends on its row in the call and on the number of keys: ~20% of the rows
+      differed in their last bits across cuts (measured), and a greedy reply followed.
+    - Every other token (decoding rows, drafts: one query row each, its own keys up to its
+      position) through the CPU kernel, which first stores every new key of the step."""
+
+    chunks: list[PromptChunk]
+    decode_tokens: Tensor  # [R] the other tokens, in the flat layout
+    decode_slots: Tensor  # [R, Lk] their sequences' keys' slots
+    decode_ends: Tensor  # [R] their context lengths, own key included
     _keys: dict[int | None, KernelKeys] = field(default_factory=dict)
-    _masks: dict[int | None, Tensor] = field(default_factory=dict)
+    _masks: dict[tuple[int, int, int | None], Tensor] = field(default_factory=dict)
+    _padded: dict[tuple[int, int, int, torch.dtype], Tensor] = field(default_factory=dict)
 
     def kernel_keys(self, sliding_window: int | None = None) -> KernelKeys:
-        """The decoding rows' keys, as `ForwardBatch.kernel_keys` (no shared prefix)."""
+        """The other tokens' keys, as `ForwardBatch.kernel_keys` (no shared prefix)."""
         if sliding_window not in self._keys:
             keys = _own_keys(self.decode_slots, self.decode_ends, sliding_window)
             self._keys[sliding_window] = keys
         return self._keys[sliding_window]
 
-    def mask(self, sliding_window: int | None = None) -> Tensor:
-        """[1, 1, Lq, Lc]: causal, and an optional sliding window."""
-        if sliding_window not in self._masks:
-            q = self.query_positions[:, None]
-            k = torch.arange(self.slots.shape[0], device=q.device)[None, :]
-            mask = k <= q
+    def decode_chunks(self) -> list[PromptChunk]:
+        """The other tokens as chunks of one, where there is no kernel to take them."""
+        tokens, ends = self.decode_tokens.tolist(), self.decode_ends.tolist()
+        return [
+            PromptChunk(slice(t, t + 1), end - 1, self.decode_slots[r, :end])
+            for r, (t, end) in enumerate(zip(tokens, ends, strict=True))
+        ]
+
+    def padded_keys(
+        self, cache: Tensor, chunk: PromptChunk, width: int, dtype: torch.dtype, which: int
+    ) -> Tensor:
+        """`chunk`'s keys (or values: `which` 1) from `cache` [slots, Hkv, D], then zeros up
+        to `width`: [1, Hkv, width, D] in `dtype`.  One buffer a chunk for every layer
+        (a new one each layer cost more in page faults than the copy)."""
+        key = (chunk.start, len(chunk.slots), which, dtype)
+        buffer = self._padded.get(key)
+        if buffer is None or buffer.shape != (width, *cache.shape[1:]):
+            buffer = cache.new_zeros((width, *cache.shape[1:]), dtype=dtype)
+            self._padded[key] = buffer
+        rows = buffer[: len(chunk.slots)]
+        if dtype == cache.dtype:
+            torch.index_select(cache, 0, chunk.slots, out=rows)
+        else:
+            rows.copy_(cache.index_select(0, chunk.slots))
+        return buffer.transpose(0, 1)[None]
+
+    def chunk_mask(self, chunk: PromptChunk, sliding_window: int | None = None) -> Tensor:
+        """[groups, 1, PROMPT_GROUP, keys] for `chunk`'s groups of positions (see above),
+        additive (0 or -inf): causal, the padding keys hidden, an optional sliding window."""
+        key = (chunk.start, len(chunk.slots), sliding_window)
+        if key not in self._masks:
+            first = chunk.start - chunk.start % PROMPT_GROUP
+            end = len(chunk.slots)
+            groups = -(-(end - first) // PROMPT_GROUP)
+            device = chunk.slots.device
+            q = torch.arange(first, first + groups * PROMPT_GROUP, device=device)
+            q = q.view(groups, 1, PROMPT_GROUP, 1)
+            k = torch.arange(end + (-end % KEY_BLOCK), device=device)
+            mask = (k <= q) & (k < end)
             if sliding_window is not None:
                 mask &= q - k < sliding_window
-            self._masks[sliding_window] = mask[None, None]
-        return self._masks[sliding_window]
+            # additive: SDPA would convert a boolean mask in every layer
+            self._masks[key] = torch.zeros(mask.shape, device=device).masked_fill_(~mask, -math.inf)
+        return self._masks[key]
 
 
 @dataclass(slots=True, eq=False)
