@@ -40,9 +40,10 @@ On an Intel Xeon with AMX (AVX10.1), where the kernel takes AMX tiles for passes
 So each layer keeps its bfloat16 layer too (`dense`: with AMX, packed in tiles by
 `layers/dense.py`), for prompts and large batches, and uses its quantized copy for steps
 of up to `max_rows` rows: 64 with limelight's kernel, 12 (int4) and 4 (int8) with
-PyTorch's.  Both copies together are smaller than the float32 weights they replace.  With `bits=4` the output head stays int8 (it decides every token; GGUFs keep
-it at 8 bits or more, SmolLM2's is Q8_0), and so does a layer the int4 layouts cannot take
-(inputs not in whole groups; PyTorch's also wants outputs by 16).  Tied output heads keep
+PyTorch's.  Both copies together are smaller than the float32 weights they replace.
+With `bits=4` the output head stays int8 (it decides every token; GGUFs keep it at 8 bits
+or more, SmolLM2's is Q8_0), and so does a layer the int4 layouts cannot take (inputs not
+in whole groups; PyTorch's also wants outputs by 16).  Tied output heads keep
 sharing the embedding's weight; only the quantized copy is new.
 
 Prompt tokens always go through the dense weights, however few a step computes: the
