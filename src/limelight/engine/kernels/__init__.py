@@ -1,6 +1,8 @@
 """Hand-written CPU kernels, built on this machine at first use: `paged_decode` (attention
-over the paged KV cache for rows of one query token: decode steps, and the decoding rows
-beside a prompt chunk) and `quant_matmul` (weight-only quantized matmuls).
+over the paged KV cache for rows of one query token: decode steps, drafts, and the
+decoding rows beside a prompt chunk), `quant_matmul` (weight-only quantized matmuls) and,
+on CPUs with AMX, `tile_matmul` (bfloat16 matmuls whose output rows do not depend on the
+other rows: `layers/dense.py` says why).
 
 Why hand-written: PyTorch ships no paged attention for the CPU.  Its own path
 (`PagedAttention.attend`) gathers every sequence's keys and values into a new tensor,
