@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from limelight.engine.errors import CheckpointError
-from limelight.engine.layers.dense import tile_linears
+from limelight.engine.layers.dense import dense_linears
 from limelight.engine.layers.quantized import quantize_linears
 from limelight.engine.llm_engine import LLMEngine
 from limelight.engine.loader import Checkpoint, open_checkpoint
@@ -43,7 +43,7 @@ def load_model(checkpoint: Checkpoint, config: EngineConfig) -> CausalLM:
     fuse_projections(model)
     if config.quantization is not None:
         model.quant_switch = quantize_linears(model, bits=QUANTIZATION_BITS[config.quantization])
-    tile_linears(model)  # rows that do not depend on each other, with AMX (layers/dense.py)
+    dense_linears(model)  # rows that do not depend on each other (layers/dense.py)
     release_freed_memory()
     return model.eval()
 

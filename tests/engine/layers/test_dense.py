@@ -1,6 +1,6 @@
 """`layers/dense.py` and its kernel `tile_matmul`: dense bfloat16 linears whose output rows
-do not depend on the other rows of the step, on CPUs with AMX; elsewhere the linears stay
-`nn.Linear` (whose oneDNN paths there keep rows apart by themselves)."""
+do not depend on the other rows of the step: AMX tiles where the CPU has them, elsewhere
+oneDNN's matrix path with a lone row doubled."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from limelight.engine import kernels
-from limelight.engine.layers.dense import TiledLinear, pack_tiles, tile_linears
+from limelight.engine.layers.dense import DenseLinear, dense_linears, pack_tiles
 from limelight.engine.layers.quantized import Int4Linear, QuantSwitch
 
 
@@ -27,8 +27,9 @@ amx_only = pytest.mark.skipif(not HAS_AMX, reason="the CPU has no AMX: tiles are
 
 def test_the_kernel_is_offered_exactly_where_the_cpu_has_amx() -> None:
     assert (kernels.tile_matmul() is not None) == HAS_AMX
-    linear = nn.Linear(64, 32, dtype=torch.bfloat16)
-    assert TiledLinear.supports(linear) == HAS_AMX
+    assert DenseLinear(nn.Linear(64, 32, dtype=torch.bfloat16)).tiled == HAS_AMX
+    assert not DenseLinear(nn.Linear(48, 32, dtype=torch.bfloat16)).tiled  # inputs by 32
+    assert not DenseLinear.supports(nn.Linear(64, 32))  # float32
 
 
 def test_pack_tiles_lays_each_tile_out_as_the_tile_product_reads_it() -> None:
@@ -84,8 +85,33 @@ def test_the_kernel_refuses_what_it_cannot_multiply(x: torch.Tensor, n: int, mes
         op(x, pack_tiles(torch.randn(32, 64).bfloat16()), n)
 
 
-def test_tile_linears_takes_the_blocks_and_the_quantized_layers_dense_copies() -> None:
-    """The output head and float32 layers stay; where the CPU has no AMX nothing changes."""
+def test_a_row_gets_the_same_bits_alone_or_among_others() -> None:
+    """Through this CPU's path (tiles with AMX, oneDNN's matrix path elsewhere), with a
+    bias.  (oneDNN with AMX is not row-invariant: that is why the tiles are there.)"""
+    torch.manual_seed(1)
+    layer = DenseLinear(nn.Linear(576, 1536, dtype=torch.bfloat16))
+    assert layer.tiled == HAS_AMX
+    x = torch.randn(40, 576).bfloat16()
+    many = layer(x)
+    assert many.shape == (40, 1536) and many.dtype == torch.bfloat16
+    exact = x.double() @ layer_weight(layer).double().T + layer.bias.double()
+    assert ((many.double() - exact).norm() / exact.norm()) < 4e-3
+    for rows in [1, 2, 3, 17, 33]:
+        assert torch.equal(layer(x[:rows]), many[:rows])
+    assert torch.equal(layer(x[5].view(1, 1, 576))[0, 0], many[5])  # leading dimensions kept
+
+
+def layer_weight(layer: DenseLinear) -> torch.Tensor:
+    """The plain weight, from its tiles if it has no other."""
+    if layer.weight is not None:
+        return layer.weight
+    blocks, groups = layer.packed.shape[:2]
+    tiles = layer.packed.view(blocks, groups, 16, 16, 2).permute(0, 3, 1, 2, 4)
+    return tiles.reshape(blocks * 16, groups * 32)[: layer.out_features]
+
+
+def test_dense_linears_takes_the_blocks_and_the_quantized_layers_dense_copies() -> None:
+    """The output head and float32 layers stay."""
     torch.manual_seed(0)
     model = nn.ModuleDict(
         {
@@ -99,18 +125,15 @@ def test_tile_linears_takes_the_blocks_and_the_quantized_layers_dense_copies() -
     x = torch.randn(5, 64).bfloat16()
     before = {name: model[name](x) for name in ("proj", "lm_head")}
     dense_before = model["quantized"].dense(x)
-    replaced = tile_linears(model)
+    assert dense_linears(model) == 2
     assert type(model["lm_head"]) is nn.Linear and type(model["f32"]) is nn.Linear
-    if not HAS_AMX:
-        assert replaced == 0 and type(model["proj"]) is nn.Linear
-        return
-    assert replaced == 2
     proj, dense = model["proj"], model["quantized"].dense
-    assert isinstance(proj, TiledLinear) and isinstance(dense, TiledLinear)
-    assert not any(p.ndim == 2 for p in proj.parameters())  # the plain weight is gone
+    assert isinstance(proj, DenseLinear) and isinstance(dense, DenseLinear)
+    assert proj.tiled == HAS_AMX
+    if proj.tiled:  # the plain weight is gone
+        assert not any(p.ndim == 2 for p in proj.parameters())
     for got, want in [(proj(x), before["proj"]), (dense(x), dense_before)]:
         assert got.dtype == torch.bfloat16
         assert ((got.float() - want.float()).norm() / want.float().norm()) < 1e-2
     assert torch.equal(model["lm_head"](x), before["lm_head"])
-    assert proj(x.view(5, 1, 64)).shape == (5, 1, 48)  # leading dimensions kept
     assert torch.equal(proj(torch.zeros(2, 64).bfloat16()), proj.bias.expand(2, 48))  # once

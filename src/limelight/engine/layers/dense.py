@@ -1,5 +1,5 @@
-"""Dense bfloat16 linears whose rows do not depend on each other: `TiledLinear` and
-`tile_linears(model)`, on CPUs with AMX.
+"""Dense bfloat16 linears whose rows do not depend on each other: `DenseLinear` and
+`dense_linears(model)`; on CPUs with AMX through limelight's tile kernel.
 
 Why not `F.linear`: with AMX, oneDNN (PyTorch's bfloat16 matmul on the CPU) blocks its
 sums by the number of rows, so one row's output can differ in the last bit between a step
@@ -17,10 +17,10 @@ shapes of one layer, two cores, ms): 1 row 0.16 / 0.35, 33 rows 0.35 / 0.49, 128
 0.55 / 0.82, 256 rows 1.04 / 1.27; at 1,000 rows it is slower (5.1 / 4.2), past the
 engine's prompt chunks.
 
-Where the CPU lends no AMX tiles (or the kernels are not built) the linears stay
-`nn.Linear`; oneDNN's paths there gave the same bits at every row count.  The output head
-stays too: it is often tied to the embedding, and a packed copy of SmolLM2's would add
-56 MB.
+Where the CPU lends no AMX tiles (or the kernels are not built) oneDNN's matrix path is
+used, which gave the same bits at every row count but one (`DenseLinear`).  The output head
+stays as it is: it is often tied to the embedding, and a packed copy of SmolLM2's would
+add 56 MB.
 """
 
 from __future__ import annotations
@@ -48,50 +48,67 @@ def pack_tiles(weight: Tensor) -> Tensor:
     return tiles.reshape(blocks, groups, TILE_DEPTH // 2, 2 * TILE_COLS).contiguous()
 
 
-class TiledLinear(nn.Module):
-    """`nn.Linear` with its weight packed in AMX tiles (`pack_tiles`), multiplied by
-    `kernels.tile_matmul`; the plain weight is not kept."""
+class DenseLinear(nn.Module):
+    """A bfloat16 CPU linear whose output rows do not depend on the step's other rows.
 
-    def __init__(self, linear: nn.Linear) -> None:
+    With AMX (`tiles`): its weight packed in tiles (`pack_tiles`, the plain weight not
+    kept), multiplied by `kernels.tile_matmul`.  Elsewhere `F.linear`, a lone row doubled:
+    oneDNN's matrix path gave every row count from 2 to 300 the same bits, but its one-row
+    path summed in another order (the down projection of a prompt's last token, computed
+    alone after a cached prefix, differed from the same token among 33, with oneDNN held to
+    AVX-512 here)."""
+
+    def __init__(self, linear: nn.Linear, tiles: bool = True) -> None:
         super().__init__()
-        matmul = kernels.tile_matmul()
-        if matmul is None or not TiledLinear.supports(linear):
-            raise ValueError("TiledLinear takes bfloat16 CPU linears, inputs by 32, with AMX")
-        self.matmul = matmul
+        if not DenseLinear.supports(linear):
+            raise ValueError("DenseLinear takes bfloat16 linears on the CPU")
         self.out_features, self.in_features = linear.weight.shape
-        self.register_buffer("packed", pack_tiles(linear.weight))
         self.bias = linear.bias
+        self.matmul = kernels.tile_matmul() if tiles else None
+        if linear.weight.shape[1] % TILE_DEPTH:
+            self.matmul = None
+        self.weight: Tensor | None = None
+        if self.matmul is not None:
+            self.register_buffer("packed", pack_tiles(linear.weight))
+        else:
+            self.weight = linear.weight
 
     @staticmethod
     def supports(linear: nn.Linear) -> bool:
-        weight = linear.weight
-        return (
-            weight.device.type == "cpu"
-            and weight.dtype == torch.bfloat16
-            and weight.shape[1] % TILE_DEPTH == 0
-            and kernels.tile_matmul() is not None
-        )
+        return linear.weight.device.type == "cpu" and linear.weight.dtype == torch.bfloat16
+
+    @property
+    def tiled(self) -> bool:
+        return self.matmul is not None
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)
-        out = self.matmul(rows.contiguous(), self.packed, self.out_features)
-        if self.bias is not None:
-            out = out + self.bias
+        if self.matmul is not None:
+            out = self.matmul(rows.contiguous(), self.packed, self.out_features)
+            if self.bias is not None:
+                out = out + self.bias
+        else:
+            assert self.weight is not None  # kept where there are no tiles
+            lone = rows.shape[0] == 1  # doubled: oneDNN's matrix path, not its one-row one
+            out = F.linear(torch.cat([rows, rows]) if lone else rows, self.weight, self.bias)
+            out = out[:1] if lone else out
         return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
+        tiled = ", tiled" if self.tiled else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}{tiled}"
 
 
-def tile_linears(model: nn.Module) -> int:
-    """Replace every `nn.Linear` of `model` that `TiledLinear` supports, the output head
-    aside (also the dense copies inside quantized layers); how many."""
+def dense_linears(model: nn.Module) -> int:
+    """Replace every bfloat16 CPU `nn.Linear` of `model` with a `DenseLinear` (tiled where
+    the CPU lends AMX tiles), the output head aside, the dense copies inside quantized
+    layers included; how many."""
     replaced = 0
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if name in HEAD_NAMES or parent_name.split(".")[-1] in HEAD_NAMES:
                 continue
-            if type(child) is nn.Linear and TiledLinear.supports(child):
-                setattr(parent, name, TiledLinear(child))
+            if type(child) is nn.Linear and DenseLinear.supports(child):
+                setattr(parent, name, DenseLinear(child))
                 replaced += 1
     return replaced

@@ -131,7 +131,7 @@ class QuantizedLinear(nn.Module):
         super().__init__()
         self.switch = switch
         # the dense layer, for prompts and large batches: its weight [N, K] is shared if the
-        # head is tied; `dense.tile_linears` may replace it with a `TiledLinear`
+        # head is tied; `dense.dense_linears` replaces it with a `DenseLinear` in bfloat16
         self.dense: nn.Module = linear
         self.bias = linear.bias
         self.out_features, self.in_features = linear.weight.shape
