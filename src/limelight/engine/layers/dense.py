@@ -4,13 +4,13 @@
 Why not `F.linear`: with AMX, oneDNN (PyTorch's bfloat16 matmul on the CPU) blocks its
 sums by the number of rows, so one row's output can differ in the last bit between a step
 of 1, 33 or 256 rows (measured on SmolLM2's four matrix shapes: every shape had rows that
-did, at 33 rows and beyond; with AMX disabled, oneDNN's AVX-512 path did not).  The prefix
-cache makes exactly that happen: a prompt computed whole and the same prompt whose prefix
-came from the cache compute its last tokens in steps of other sizes.  Those last bits grew
-through 30 layers into logits 0.4 apart, and two identical greedy requests to the server
-answered differently.  `kernels/tile_matmul.cpp` adds every output element in one fixed
-order of AMX tile products whatever the rows around it, so a token's states are the same
-bits however the scheduler cut the prompt.
+did, at 33 rows and beyond; with AMX disabled, oneDNN's AVX-512 path did not, past one
+row).  The prefix cache makes exactly that happen: a prompt computed whole and the same
+prompt whose prefix came from the cache compute its last tokens in steps of other sizes.
+Those last bits grew through 30 layers into logits 0.4 apart, and two identical greedy
+requests to the server answered differently.  `kernels/tile_matmul.cpp` adds every output
+element in one fixed order of AMX tile products whatever the rows around it, so a token's
+states are the same bits however the scheduler cut the prompt.
 
 It is also faster than oneDNN at the row counts of prompt steps (SmolLM2's four matrix
 shapes of one layer, two cores, ms): 1 row 0.16 / 0.35, 33 rows 0.35 / 0.49, 128 rows
