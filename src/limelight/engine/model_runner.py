@@ -89,13 +89,11 @@ class ModelRunner:
             end += item.num_new
             if item.samples:  # the last pending token, then each draft
                 sample_index.extend(range(end - 1 - len(item.draft_ids), end))
-        computes_prompt = any(s.is_prompt for s in slices)
-        if self.model.quant_switch is not None:  # prompt tokens: dense weights (quantized.py)
-            self.model.quant_switch.is_on = not computes_prompt
         batch = ForwardBatch.build(slices, self.config.block_size, self.device)
+        if self.model.quant_switch is not None:  # prompt tokens: dense weights (quantized.py)
+            self.model.quant_switch.is_on = not batch.prompt_rows
         ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)
-        is_decode = batch.is_decode
-        forward = self.compiled if self.compiled is not None and is_decode else self.model
+        forward = self.compiled if self.compiled is not None and batch.is_decode else self.model
         # one thread fewer while other work holds a core (threads.lend_core)
         with threads.at_most(threads.step_threads(torch.get_num_threads())):
             hidden = forward(ids, batch)  # [T, E]

@@ -153,7 +153,7 @@ def test_a_step_with_prompt_tokens_or_drafts_is_split_in_two() -> None:
         SequenceSlice(start=0, num_new=2, block_table=[8], is_prompt=True),
     ]
     batch = ForwardBatch.build(seqs, BS)
-    assert batch.chunk_rows == [1, 3] and not batch.is_decode
+    assert batch.prompt_rows == [1, 3] and not batch.is_decode
     split = batch.chunk_split()
     assert split is not None and len(split.chunks) == 2
     turn, new = split.chunks

@@ -156,7 +156,7 @@ void multiply_block(const Block& b, float* out) {
 
 #if LIMELIGHT_QUANT_AMX
 
-// With AMX (Intel Xeon since Sapphire Rapids) a pass of 4 to 16 activation rows gets each
+// With AMX (Intel Xeon since Sapphire Rapids) a pass of 12 to 16 activation rows gets each
 // group's integer sums from one tile product: the activations' [rows, 32] int8 tile times
 // the block's levels, whose 8 quads of 16 rows x 4 inputs are already the [8, 64] layout a
 // tile product wants; the float work per row and group (two multiply-adds) stays.
@@ -255,16 +255,8 @@ void multiply_block_amx(const Block& b, float* out) {
 }
 
 template <int64_t Bits>
-void multiply_rows_amx(const Block& b, int64_t rows, float* out) {
+void multiply_rows_amx(const Block& b, int64_t rows, float* out) {  // kAmxMinRows or more
   switch (rows) {
-    case 4: return multiply_block_amx<Bits, 4>(b, out);
-    case 5: return multiply_block_amx<Bits, 5>(b, out);
-    case 6: return multiply_block_amx<Bits, 6>(b, out);
-    case 7: return multiply_block_amx<Bits, 7>(b, out);
-    case 8: return multiply_block_amx<Bits, 8>(b, out);
-    case 9: return multiply_block_amx<Bits, 9>(b, out);
-    case 10: return multiply_block_amx<Bits, 10>(b, out);
-    case 11: return multiply_block_amx<Bits, 11>(b, out);
     case 12: return multiply_block_amx<Bits, 12>(b, out);
     case 13: return multiply_block_amx<Bits, 13>(b, out);
     case 14: return multiply_block_amx<Bits, 14>(b, out);

@@ -196,19 +196,17 @@ class PagedAttention(nn.Module):
         as batch items against whole blocks of keys (`ChunkSplit` says why), in q's dtype:
         the grouping, not float32, is what keeps a token's bits."""
         length, h, d = q.shape
-        group, start = PROMPT_GROUP, chunk.start
-        first = start - start % group
-        mask = split.chunk_mask(chunk, self.sliding_window)  # [groups, 1, G, keys]
-        groups = mask.shape[0]
-        keys, values = (
-            split.padded_keys(cache, chunk, mask.shape[-1], q.dtype, i).expand(groups, -1, -1, -1)
-            for i, cache in enumerate((self.k_cache, self.v_cache))
-        )  # [groups, Hkv, keys, D], one copy
-        queries = q.new_zeros(groups * group, h, d)
-        queries[start - first : start - first + length] = q
-        queries = queries.view(groups, group, h, d).transpose(1, 2)  # [groups, H, G, D]
+        at = chunk.start - chunk.first  # the chunk's first row among its groups' rows
+        mask = split.chunk_mask(chunk, self.sliding_window)  # [groups, 1, G, width]
+        keys, values = split.padded_keys(chunk, self.k_cache, self.v_cache, q.dtype)
+        queries = q.new_zeros(chunk.groups * PROMPT_GROUP, h, d)
+        queries[at : at + length] = q
+        queries = queries.view(chunk.groups, PROMPT_GROUP, h, d).transpose(
+            1, 2
+        )  # [groups, H, G, D]
+        keys, values = (x.expand(chunk.groups, -1, -1, -1) for x in (keys, values))
         out = self._sdpa(queries, keys, values, mask).transpose(1, 2)  # [groups, G, H, D]
-        return out.reshape(groups * group, h * d)[start - first : start - first + length]
+        return out.reshape(-1, h * d)[at : at + length]
 
     def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         """SDPA over gathered keys ([B, H, Lq, D] against [B, Hkv, Lk, D]), or its

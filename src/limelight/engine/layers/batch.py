@@ -71,7 +71,7 @@ class ForwardBatch:
     state_restores: list[tuple[int, int]]  # (state slot, snapshot slot) to load first
     state_snapshots: list[tuple[int, int, int]]  # (batch row, tokens consumed, snapshot slot)
     max_query_len: int  # 1: one new token per sequence (the padded layout is the flat one)
-    chunk_rows: list[int]  # the sequences whose new tokens are prompt tokens
+    prompt_rows: list[int]  # the sequences whose new tokens are prompt tokens
     shared: SharedPrefix | None = None  # decode steps only
     _masks: dict[int | None, Tensor] = field(default_factory=dict)
     _kernel_keys: dict[int | None, KernelKeys] = field(default_factory=dict)
@@ -88,7 +88,7 @@ class ForwardBatch:
     @property
     def is_decode(self) -> bool:
         """Every sequence decodes one token: no prompt tokens, no drafts."""
-        return self.max_query_len == 1 and not self.chunk_rows
+        return self.max_query_len == 1 and not self.prompt_rows
 
     @staticmethod
     def build(
@@ -135,7 +135,7 @@ class ForwardBatch:
                 for consumed, slot in s.snapshots
             ],
             max_query_len=max_q,
-            chunk_rows=[row for row, s in enumerate(seqs) if s.is_prompt],
+            prompt_rows=[row for row, s in enumerate(seqs) if s.is_prompt],
             shared=_shared_prefix(seqs, ends, block_size, device),
         )
 
@@ -186,7 +186,7 @@ class ForwardBatch:
             first = torch.cumsum(self.query_lens, 0) - self.query_lens  # flat index of each row
             chunks: list[PromptChunk] = []
             rows: list[tuple[int, int, int]] = []  # (row, token, context length) of the rest
-            prompts = set(self.chunk_rows)
+            prompts = set(self.prompt_rows)
             for row, (at, start, length) in enumerate(
                 zip(first.tolist(), self.start_lens.tolist(), self.query_lens.tolist(), strict=True)
             ):
@@ -218,6 +218,21 @@ class PromptChunk:
     start: int  # position of the first
     slots: Tensor  # [start + length] the sequence's keys, up to the last of them
 
+    @property
+    def first(self) -> int:
+        """The position its groups start at: `start` down to a multiple of PROMPT_GROUP."""
+        return self.start - self.start % PROMPT_GROUP
+
+    @property
+    def groups(self) -> int:
+        return -(-(len(self.slots) - self.first) // PROMPT_GROUP)
+
+    @property
+    def width(self) -> int:
+        """Its keys padded to whole KEY_BLOCKs."""
+        end = len(self.slots)
+        return end + (-end % KEY_BLOCK)
+
 
 @dataclass(slots=True, eq=False)
 class ChunkSplit:
@@ -239,8 +254,9 @@ class ChunkSplit:
     decode_slots: Tensor  # [R, Lk] their sequences' keys' slots
     decode_ends: Tensor  # [R] their context lengths, own key included
     _keys: dict[int | None, KernelKeys] = field(default_factory=dict)
-    _masks: dict[tuple[int, int, int | None], Tensor] = field(default_factory=dict)
-    _padded: dict[tuple[int, int, int, torch.dtype], Tensor] = field(default_factory=dict)
+    _masks: dict[tuple[int, int | None], Tensor] = field(default_factory=dict)
+    _padded: dict[tuple[int, torch.dtype], tuple[Tensor, Tensor]] = field(default_factory=dict)
+    _decode_chunks: list[PromptChunk] | None = None
 
     def kernel_keys(self, sliding_window: int | None = None) -> KernelKeys:
         """The other tokens' keys, as `ForwardBatch.kernel_keys` (no shared prefix)."""
@@ -251,42 +267,44 @@ class ChunkSplit:
 
     def decode_chunks(self) -> list[PromptChunk]:
         """The other tokens as chunks of one, where there is no kernel to take them."""
-        tokens, ends = self.decode_tokens.tolist(), self.decode_ends.tolist()
-        return [
-            PromptChunk(slice(t, t + 1), end - 1, self.decode_slots[r, :end])
-            for r, (t, end) in enumerate(zip(tokens, ends, strict=True))
-        ]
+        if self._decode_chunks is None:
+            tokens, ends = self.decode_tokens.tolist(), self.decode_ends.tolist()
+            self._decode_chunks = [
+                PromptChunk(slice(t, t + 1), end - 1, self.decode_slots[r, :end])
+                for r, (t, end) in enumerate(zip(tokens, ends, strict=True))
+            ]
+        return self._decode_chunks
 
     def padded_keys(
-        self, cache: Tensor, chunk: PromptChunk, width: int, dtype: torch.dtype, which: int
-    ) -> Tensor:
-        """`chunk`'s keys (or values: `which` 1) from `cache` [slots, Hkv, D], then zeros up
-        to `width`: [1, Hkv, width, D] in `dtype`.  One buffer a chunk for every layer
-        (a new one each layer cost more in page faults than the copy)."""
-        key = (chunk.start, len(chunk.slots), which, dtype)
-        buffer = self._padded.get(key)
-        if buffer is None or buffer.shape != (width, *cache.shape[1:]):
-            buffer = cache.new_zeros((width, *cache.shape[1:]), dtype=dtype)
-            self._padded[key] = buffer
-        rows = buffer[: len(chunk.slots)]
-        if dtype == cache.dtype:
-            torch.index_select(cache, 0, chunk.slots, out=rows)
-        else:
-            rows.copy_(cache.index_select(0, chunk.slots))
-        return buffer.transpose(0, 1)[None]
+        self, chunk: PromptChunk, k_cache: Tensor, v_cache: Tensor, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
+        """`chunk`'s keys and values from the caches [slots, Hkv, D], then zeros up to its
+        width: each [1, Hkv, width, D] in `dtype`.  One pair of buffers a chunk for every
+        layer (new ones each layer cost more in page faults than the copies)."""
+        key = (id(chunk), dtype)
+        if key not in self._padded:
+            shape = (chunk.width, *k_cache.shape[1:])
+            zeros = (k_cache.new_zeros(shape, dtype=dtype) for _ in range(2))
+            self._padded[key] = (next(zeros), next(zeros))
+        padded = self._padded[key]
+        for cache, buffer in zip((k_cache, v_cache), padded, strict=True):
+            rows = buffer[: len(chunk.slots)]
+            if dtype == cache.dtype:
+                torch.index_select(cache, 0, chunk.slots, out=rows)
+            else:
+                rows.copy_(cache.index_select(0, chunk.slots))
+        keys, values = (buffer.transpose(0, 1)[None] for buffer in padded)
+        return keys, values
 
     def chunk_mask(self, chunk: PromptChunk, sliding_window: int | None = None) -> Tensor:
-        """[groups, 1, PROMPT_GROUP, keys] for `chunk`'s groups of positions (see above),
+        """[groups, 1, PROMPT_GROUP, width] for `chunk`'s groups of positions (see above),
         additive (0 or -inf): causal, the padding keys hidden, an optional sliding window."""
-        key = (chunk.start, len(chunk.slots), sliding_window)
+        key = (id(chunk), sliding_window)
         if key not in self._masks:
-            first = chunk.start - chunk.start % PROMPT_GROUP
-            end = len(chunk.slots)
-            groups = -(-(end - first) // PROMPT_GROUP)
-            device = chunk.slots.device
-            q = torch.arange(first, first + groups * PROMPT_GROUP, device=device)
-            q = q.view(groups, 1, PROMPT_GROUP, 1)
-            k = torch.arange(end + (-end % KEY_BLOCK), device=device)
+            device, end = chunk.slots.device, len(chunk.slots)
+            q = torch.arange(chunk.first, chunk.first + chunk.groups * PROMPT_GROUP, device=device)
+            q = q.view(chunk.groups, 1, PROMPT_GROUP, 1)
+            k = torch.arange(chunk.width, device=device)
             mask = (k <= q) & (k < end)
             if sliding_window is not None:
                 mask &= q - k < sliding_window
