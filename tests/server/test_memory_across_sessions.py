@@ -98,7 +98,8 @@ def test_sixteen_simultaneous_chats_do_not_leak(server: Server, http: httpx.Clie
     for user, (secret, transcript) in zip(users, results, strict=True):
         assert secret in transcript
         others = [s for s, _ in results if s != secret]
-        assert not any(o in transcript for o in others), f"{user} saw another user's words"
+        seen = [o for o in others if o in transcript]
+        assert not seen, f"{user} saw another user's words {seen}: {transcript[-600:]}"
     wait_for_memory(http)
     for user in users:
         texts = " ".join(
