@@ -1,11 +1,12 @@
-"""The CPU decode kernel (`engine/kernels`): it builds here, it gives the attention that
-PyTorch computes from the same slots, and it refuses inputs that would read outside the
-cache."""
+"""The CPU kernels (`engine/kernels`): they build here, the attention kernels give the
+attention that PyTorch (or float64) computes from the same slots, the matmuls the products
+of what they pack, and all of them refuse inputs that would read outside the cache."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -325,3 +326,171 @@ def test_quant_matmul_takes_amx_where_the_cpu_has_it(quant_matmul: Kernel) -> No
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     flags = next(line for line in lines if line.startswith("flags")).split()
     assert kernels.quant_matmul_uses_amx() == ("amx_int8" in flags)
+
+
+# limelight_kernels::tile_attention
+
+
+def cpu_flags() -> list[str]:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    return next(line for line in lines if line.startswith("flags")).split()
+
+
+HAS_TILES = {"amx_bf16", "amx_tile", "avx512_bf16"} <= set(cpu_flags())
+tiles_only = pytest.mark.skipif(
+    not HAS_TILES, reason="the CPU has no AMX: the kernel is not offered"
+)
+
+
+def test_tile_attention_is_offered_exactly_where_the_cpu_has_amx() -> None:
+    assert (kernels.tile_attention() is not None) == HAS_TILES
+    assert kernels.tile_attention_fits(64) and kernels.tile_attention_fits(256)
+    assert not kernels.tile_attention_fits(8) and not kernels.tile_attention_fits(288)
+
+
+@pytest.fixture(scope="module")
+def tile_attention() -> Kernel:
+    op = kernels.tile_attention()
+    assert op is not None
+    return op
+
+
+def prompt_reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slots: list[int],
+    start: int,
+    window: int = 0,
+    softcap: float = 0.0,
+) -> torch.Tensor:
+    """Queries at positions start.. against the keys at `slots` (key j at position j),
+    causal, in float64: [L, H * D]."""
+    length, heads, d = q.shape
+    groups = heads // k_cache.shape[1]
+    keys = k_cache[long(slots)].double().repeat_interleave(groups, 1)  # [end, H, D]
+    values = v_cache[long(slots)].double().repeat_interleave(groups, 1)
+    scores = torch.einsum("lhd,khd->hlk", q.double(), keys) * d**-0.5
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    query = torch.arange(start, start + length)[:, None]
+    key = torch.arange(len(slots))[None]
+    seen = (key <= query) & ((query - key < window) if window else True)
+    probabilities = scores.masked_fill(~seen, -torch.inf).softmax(-1)
+    return torch.einsum("hlk,khd->lhd", probabilities, values).reshape(length, heads * d)
+
+
+@tiles_only
+@pytest.mark.parametrize(
+    ("start", "length", "heads", "kv_heads", "head_dim", "window", "softcap"),
+    [
+        (0, 1, 9, 3, 64, 0, 0.0),  # one token alone
+        (0, 37, 9, 3, 64, 0, 0.0),  # a fresh prompt, rows not whole tiles
+        (992, 30, 9, 3, 64, 0, 0.0),  # a new turn after a cached character prefix
+        (700, 300, 4, 4, 128, 0, 0.0),  # no grouped queries, larger heads
+        (100, 50, 8, 2, 64, 64, 0.0),  # a sliding window
+        (10, 40, 8, 2, 256, 0, 30.0),  # capped scores, the largest heads
+    ],
+)
+@pytest.mark.parametrize("in_place", [True, False], ids=["cache-blocks", "scattered-slots"])
+def test_tile_attention_is_causal_attention_over_its_slots(
+    tile_attention: Kernel,
+    start: int,
+    length: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    window: int,
+    softcap: float,
+    in_place: bool,
+) -> None:
+    """Keys read in place from whole 16-slot blocks, or gathered from scattered slots."""
+    rng = torch.Generator().manual_seed(start + length)
+    k_cache = torch.randn(2048, kv_heads, head_dim, generator=rng).bfloat16()
+    v_cache = torch.randn(2048, kv_heads, head_dim, generator=rng).bfloat16()
+    end = start + length
+    slots = (
+        block_slots(rng, 128, end)
+        if in_place
+        else torch.randperm(2048, generator=rng)[:end].tolist()
+    )
+    q = torch.randn(length, heads, head_dim, generator=rng).bfloat16()
+    got = tile_attention(q, k_cache, v_cache, long(slots), start, head_dim**-0.5, softcap, window)
+    assert got.dtype == torch.bfloat16 and got.shape == (length, heads * head_dim)
+    want = prompt_reference(q, k_cache, v_cache, slots, start, window, softcap)
+    torch.testing.assert_close(got.double(), want, atol=1e-2, rtol=2e-2)
+
+
+@tiles_only
+@pytest.mark.parametrize("window", [0, 100])
+def test_a_prompt_token_gets_the_same_bits_however_its_prompt_was_cut(
+    tile_attention: Kernel, window: int
+) -> None:
+    """Each query is a tile row whose keys go by position, not by the call: a 700-token
+    prompt in one call, or in two cut anywhere, gives every token the same bits."""
+    rng = torch.Generator().manual_seed(7)
+    k_cache = torch.randn(1024, 3, 64, generator=rng).bfloat16()
+    v_cache = torch.randn(1024, 3, 64, generator=rng).bfloat16()
+    slots = long(block_slots(rng, 64, 700))
+    q = torch.randn(700, 9, 64, generator=rng).bfloat16()
+    whole = tile_attention(q, k_cache, v_cache, slots, 0, 0.125, 0.0, window)
+    for cut in (1, 2, 16, 35, 511, 512, 513, 699):
+        head = tile_attention(q[:cut], k_cache, v_cache, slots[:cut], 0, 0.125, 0.0, window)
+        tail = tile_attention(q[cut:], k_cache, v_cache, slots, cut, 0.125, 0.0, window)
+        assert torch.equal(torch.cat([head, tail]), whole), f"cut at {cut}"
+
+
+@tiles_only
+def test_tile_attention_stores_the_new_keys_before_it_reads_them(tile_attention: Kernel) -> None:
+    rng = torch.Generator().manual_seed(3)
+    k_cache = torch.randn(256, 3, 64, generator=rng).bfloat16()
+    v_cache = torch.randn(256, 3, 64, generator=rng).bfloat16()
+    slots = long(list(range(64, 64 + 40)))
+    q = torch.randn(8, 9, 64, generator=rng).bfloat16()
+    k_new = torch.randn(8, 3, 64, generator=rng).bfloat16()
+    v_new = torch.randn(8, 3, 64, generator=rng).bfloat16()
+    new_slots = slots[32:]
+    expected_k, expected_v = k_cache.clone(), v_cache.clone()
+    expected_k[new_slots], expected_v[new_slots] = k_new, v_new
+    got = tile_attention(
+        q, k_cache, v_cache, slots, 32, 0.125, 0.0, 0, k_new, v_new, new_slots.contiguous()
+    )
+    assert torch.equal(k_cache, expected_k) and torch.equal(v_cache, expected_v)
+    want = prompt_reference(q, expected_k, expected_v, slots.tolist(), 32)
+    torch.testing.assert_close(got.double(), want, atol=1e-2, rtol=2e-2)
+
+
+@tiles_only
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"q": torch.zeros(4, 6, 64)}, r"q must be contiguous bfloat16 \[L, H, D\]"),
+        ({"k_cache": torch.zeros(64, 2, 64)}, "caches must be contiguous bfloat16"),
+        ({"q": torch.zeros(4, 6, 8, dtype=torch.bfloat16)}, "head size 8"),
+        ({"q": torch.zeros(4, 5, 64, dtype=torch.bfloat16)}, "5 heads over 2 KV heads"),
+        ({"slots": torch.arange(7)}, "7 slots for 4 queries from position 4"),
+        ({"slots": long([0, 1, 2, 3, 4, 5, 6, 64])}, "slot out of bounds"),
+        ({"new_slots": long([99])}, "new slot out of bounds"),
+        ({"window": -1}, "negative window"),
+    ],
+)
+def test_tile_attention_refuses_what_would_read_outside_the_cache(
+    tile_attention: Kernel, change: dict[str, Any], message: str
+) -> None:
+    args: dict[str, Any] = {
+        "q": torch.zeros(4, 6, 64, dtype=torch.bfloat16),
+        "k_cache": torch.zeros(64, 2, 64, dtype=torch.bfloat16),
+        "v_cache": torch.zeros(64, 2, 64, dtype=torch.bfloat16),
+        "slots": torch.arange(8),
+        "start": 4,
+        "scale": 0.125,
+        "softcap": 0.0,
+        "window": 0,
+        "k_new": torch.ones(1, 2, 64, dtype=torch.bfloat16),
+        "v_new": torch.ones(1, 2, 64, dtype=torch.bfloat16),
+        "new_slots": long([7]),
+    } | change
+    caches = args["k_cache"].clone(), args["v_cache"].clone()
+    with pytest.raises(RuntimeError, match=message):
+        tile_attention(**args)
+    assert torch.equal(args["k_cache"], caches[0]) and torch.equal(args["v_cache"], caches[1])

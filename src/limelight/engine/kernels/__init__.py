@@ -2,7 +2,8 @@
 over the paged KV cache for rows of one query token: decode steps, drafts, and the
 decoding rows beside a prompt chunk), `quant_matmul` (weight-only quantized matmuls) and,
 on CPUs with AMX, `tile_matmul` (bfloat16 matmuls whose output rows do not depend on the
-other rows: `layers/dense.py` says why).
+other rows: `layers/dense.py` says why) and `tile_attention` (a prompt chunk's attention
+with AMX tiles, each query's bits its own: `tile_attention.cpp` says why and how).
 
 Why hand-written: PyTorch ships no paged attention for the CPU.  Its own path
 (`PagedAttention.attend`) gathers every sequence's keys and values into a new tensor,
@@ -52,11 +53,16 @@ log = logging.getLogger(__name__)
 
 DTYPES = frozenset({torch.float32, torch.bfloat16})  # of the tensors they take
 _HERE = Path(__file__).parent
-_SOURCES = [_HERE / "paged_decode.cpp", _HERE / "quant_matmul.cpp", _HERE / "tile_matmul.cpp"]
-_HEADERS = [_HERE / "attend.h", _HERE / "tile.h", _HERE / "convert.h", _HERE / "amx.h"]
+_SOURCES = [
+    _HERE / name
+    for name in ("paged_decode.cpp", "quant_matmul.cpp", "tile_matmul.cpp", "tile_attention.cpp")
+]
+_HEADERS = [_HERE / name for name in ("attend.h", "tile.h", "convert.h", "amx.h", "store.h")]
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 QUANT_ROWS = 16  # output rows packed together by `quant_matmul`'s weight layout
 QUANT_GROUP = 32  # inputs per scale and offset
+TILE_DEPTH = 32  # inputs one AMX bfloat16 tile product adds up
+MAX_TILE_HEAD = 256  # the largest head `tile_attention` takes
 _lock = threading.Lock()
 _library: list[bool] = []  # [whether it loaded], once it was tried
 
@@ -100,6 +106,25 @@ def tile_matmul() -> Callable[..., torch.Tensor] | None:
     if not _load() or not torch.ops.limelight_kernels.tile_matmul_usable():
         return None
     return torch.ops.limelight_kernels.tile_matmul
+
+
+def tile_attention() -> Callable[..., torch.Tensor] | None:
+    """`limelight_kernels::tile_attention` where the CPU lends AMX tiles, else None.
+
+    tile_attention(q [L, H, D], k_cache, v_cache [slots, Hkv, D], slots [start + L], start,
+    scale, softcap, window, k_new=None, v_new=None, new_slots=None) → [L, H * D], all
+    bfloat16: first k_new and v_new [N, Hkv, D] go to their slots `new_slots` [N]; then
+    the queries of one sequence's positions start .. start + L - 1 attend to its keys at
+    `slots`, causally, softcap and window 0 for none.  Each query's bits do not depend on
+    the other queries.  Heads of `tile_attention_fits` sizes only."""
+    if not _load() or not torch.ops.limelight_kernels.tile_attention_usable():
+        return None
+    return torch.ops.limelight_kernels.tile_attention
+
+
+def tile_attention_fits(head_dim: int) -> bool:
+    """Whether `tile_attention` takes heads of this size: whole tile depths, up to 256."""
+    return head_dim % TILE_DEPTH == 0 and head_dim <= MAX_TILE_HEAD
 
 
 def _load() -> bool:

@@ -1,13 +1,14 @@
 // What the AMX kernels share: whether this process may use the tile registers, and the
 // tile configuration they load.  LIMELIGHT_AMX is 1 where the build targets a CPU with
-// AMX (Intel Xeon since Sapphire Rapids) on Linux.
+// AMX (Intel Xeon since Sapphire Rapids, which also has AVX-512's bfloat16 conversions)
+// on Linux.
 
 #pragma once
 
 #include <cstdint>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AMX_TILE__) && \
-    defined(__AMX_INT8__) && defined(__AMX_BF16__) && defined(__linux__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512BF16__) && \
+    defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AMX_BF16__) && defined(__linux__)
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>

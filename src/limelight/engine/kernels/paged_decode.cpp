@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "attend.h"
+#include "store.h"
 
 namespace limelight {
 namespace {
@@ -238,35 +239,6 @@ bool is_float_or_bfloat16(const at::Tensor& t) {
   return t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16;
 }
 
-// The step's new keys and values into their slots: k_new, v_new [N, Hkv, D] at new_slots [N].
-void store(at::Tensor& k_cache, at::Tensor& v_cache, const std::optional<at::Tensor>& k_new,
-           const std::optional<at::Tensor>& v_new, const std::optional<at::Tensor>& new_slots) {
-  if (!new_slots.has_value()) return;
-  TORCH_CHECK(k_new.has_value() && v_new.has_value(),
-              "paged_decode: new_slots needs k_new and v_new");
-  const at::Tensor& slots = *new_slots;
-  const int64_t n = slots.numel();
-  TORCH_CHECK(slots.scalar_type() == at::kLong && slots.is_contiguous(),
-              "paged_decode: new_slots must be contiguous int64");
-  for (const at::Tensor* t : {&*k_new, &*v_new})
-    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == k_cache.scalar_type() &&
-                    t->dim() == 3 && t->size(0) == n && t->size(1) == k_cache.size(1) &&
-                    t->size(2) == k_cache.size(2),
-                "paged_decode: k_new and v_new must be contiguous [N, Hkv, D] in the cache's dtype");
-  const int64_t* at = slots.data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i)
-    TORCH_CHECK(0 <= at[i] && at[i] < k_cache.size(0), "paged_decode: new slot out of bounds");
-  const int64_t row = k_cache.size(1) * k_cache.size(2) * k_cache.element_size();
-  auto* k_dst = static_cast<char*>(k_cache.data_ptr());
-  auto* v_dst = static_cast<char*>(v_cache.data_ptr());
-  const auto* k_src = static_cast<const char*>(k_new->data_ptr());
-  const auto* v_src = static_cast<const char*>(v_new->data_ptr());
-  for (int64_t i = 0; i < n; ++i) {
-    std::memcpy(k_dst + at[i] * row, k_src + i * row, row);
-    std::memcpy(v_dst + at[i] * row, v_src + i * row, row);
-  }
-}
-
 at::Tensor paged_decode(const at::Tensor& q, at::Tensor& k_cache, at::Tensor& v_cache,
                         const at::Tensor& own_slots, const at::Tensor& own_begin,
                         const at::Tensor& own_end, const at::Tensor& shared_rows,
@@ -293,7 +265,7 @@ at::Tensor paged_decode(const at::Tensor& q, at::Tensor& k_cache, at::Tensor& v_
                   own_end.numel() == b_n,
               "paged_decode: own_slots must be [B, L], own_begin and own_end [B]");
   const Keys keys(own_slots, own_begin, own_end, shared_rows, shared_slots, k_cache.size(0));
-  store(k_cache, v_cache, k_new, v_new, new_slots);
+  store_new_keys("paged_decode", k_cache, v_cache, k_new, v_new, new_slots);
   at::Tensor out = at::empty(q.sizes(), q.options());
   if (k_cache.scalar_type() == at::kFloat)
     run<float>(q, k_cache, v_cache, keys, scale, softcap, out);

@@ -25,16 +25,20 @@ below, alternating in one process: 1 x 66 of context 15.9 / 23.6 ms, 1 x 1,431 2
 
 On the CPU a step with prompt tokens (a new turn, perhaps while other users' replies go
 on) or drafts is split in two (`ChunkSplit`): every token that is not a prompt token
-through the kernel, one query row each; each prompt chunk alone through SDPA, in groups of
-32 positions against whole blocks of 512 keys, so that a prompt token gets the same bits
-however the scheduler and the prefix cache cut its prompt.  That is what makes an
-identical greedy request, or a regenerated reply, the same text (one SDPA call a chunk,
-or the kernel, sums a token's keys in an order that depends on the cut).  The chunks
-attend in the model's dtype: SmolLM2's heads in bfloat16, µs a layer, against one float32
-SDPA call a chunk (the path before): 30 new tokens after 992 cached 990 / 1,591, 256 after
-744 3,349 / 5,492, 512 after 1,000 8,108 / 13,633; a fresh 256 1,595 / 1,438 (its keys
-padded to 512) and 1 after 1,008 789 / 556 pay for the groups.  The padded code below
-serves decode steps without the kernel, and other devices.
+through the kernel, one query row each; each prompt chunk alone, so that a prompt token
+gets the same bits however the scheduler and the prefix cache cut its prompt.  That is
+what makes an identical greedy request, or a regenerated reply, the same text (one SDPA
+call a chunk, or the decode kernel, sums a token's keys in an order that depends on the
+cut).  In bfloat16 on a CPU with AMX a chunk goes to `kernels.tile_attention`: each query
+a tile row of its own, its keys 32 at a time from key 0.  Elsewhere (float32, no AMX,
+heads of other sizes) it goes through SDPA in groups of 32 positions against whole blocks
+of 512 keys, in the model's dtype.  SmolLM2's heads, µs a layer, tiles / groups / one
+float32 SDPA call a chunk (the path before either; `tile_attention.cpp` has how):
+30 new tokens after 992 cached 317 / 859 / 1,591, 110 after 1,568 956 / 3,089, 256 after
+744 1,298 / 4,151 / 5,492, 512 after 1,000 2,886 / 8,253 / 13,633, a fresh 256 421 / 1,638 /
+1,438 and 1 after 1,008 200 / 740 / 556.  A step that is one prompt chunk and nothing else
+hands the kernel its new keys to store too.  The padded code below serves decode steps
+without the kernel, and other devices.
 
 In a compiled decode step (`engine/compiled.py`) attention is one opaque operator,
 `limelight::paged_attention`, that runs the code below unchanged: its cache writes, its
@@ -178,8 +182,11 @@ class PagedAttention(nn.Module):
         prompt tokens through the kernel, which stores every new key and value first, then
         each prompt chunk alone; without the kernel every token as a chunk."""
         t, h, d = q.shape
-        out = q.new_empty(t, h * d)
         rows, chunks = split.decode_tokens, split.chunks
+        tiles = self._tiles(q)
+        if tiles is not None and not len(rows) and len(chunks) == 1:  # one prompt, alone
+            return self._tile_attend(tiles, q, chunks[0], (k, v, batch.slot_mapping))
+        out = q.new_empty(t, h * d)
         if kernel is not None and len(rows):
             keys = split.kernel_keys(self.sliding_window)
             out[rows] = self._kernel_attend(kernel, q[rows], k, v, keys, batch.slot_mapping)
@@ -188,8 +195,42 @@ class PagedAttention(nn.Module):
             if kernel is None:
                 chunks = chunks + split.decode_chunks()
         for chunk in chunks:
-            out[chunk.tokens] = self._attend_chunk(q[chunk.tokens], chunk, split)
+            tokens = q[chunk.tokens]
+            if tiles is not None:
+                out[chunk.tokens] = self._tile_attend(tiles, tokens, chunk)
+            else:
+                out[chunk.tokens] = self._attend_chunk(tokens, chunk, split)
         return out
+
+    def _tiles(self, q: Tensor) -> Callable[..., Tensor] | None:
+        """The AMX prompt kernel, where it is offered and takes these heads and dtypes."""
+        if q.dtype != torch.bfloat16 or self.k_cache.dtype != torch.bfloat16:
+            return None
+        return kernels.tile_attention() if kernels.tile_attention_fits(self.head_dim) else None
+
+    def _tile_attend(
+        self,
+        tiles: Callable[..., Tensor],
+        q: Tensor,
+        chunk: PromptChunk,
+        new: tuple[Tensor, Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """One sequence's prompt tokens q [L, H, D] → [L, H * D] through
+        `kernels.tile_attention`, each query a tile row of its own; `new` (k, v, slots):
+        the step's new keys and values, which it stores first."""
+        softcap, window = self.logit_softcap or 0.0, self.sliding_window or 0
+        stored: tuple[Tensor | None, ...] = (None, None, None)
+        if new is not None:
+            k, v, slots = new
+            stored = (
+                k.to(self.k_cache.dtype).contiguous(),
+                v.to(self.v_cache.dtype).contiguous(),
+                slots,
+            )
+        return tiles(
+            q.contiguous(), self.k_cache, self.v_cache, chunk.slots, chunk.start,
+            self.scale, softcap, window, *stored,
+        )  # fmt: skip
 
     def _attend_chunk(self, q: Tensor, chunk: PromptChunk, split: ChunkSplit) -> Tensor:
         """One sequence's prompt tokens q [L, H, D] → [L, H * D]: its groups of positions

@@ -238,14 +238,16 @@ class PromptChunk:
 class ChunkSplit:
     """A step with prompt tokens (new turns) or drafts, attended in two parts.
 
-    - Each prompt chunk alone, through PyTorch's SDPA, its positions in groups of
-      PROMPT_GROUP aligned to multiples of it, each group a batch item (zero queries where
-      the chunk has none), against the keys up to the chunk's last, padded with zeros (masked)
-      to whole KEY_BLOCKs.  Every block of keys and every group then has the same shape
-      whatever the chunk, so a prompt token gets the same bits in any chunk: whole, or after
-      a prefix from the cache.  In one call over the chunk, SDPA sums a token's keys in an
-      order that depends on its row in the call and on the number of keys: ~20% of the rows
-      differed in their last bits across cuts (measured), and a greedy reply followed.
+    - Each prompt chunk alone: in bfloat16 on a CPU with AMX through
+      `kernels.tile_attention` (each query a tile row of its own), elsewhere through
+      PyTorch's SDPA, its positions in groups of PROMPT_GROUP aligned to multiples of it,
+      each group a batch item (zero queries where the chunk has none), against the keys up
+      to the chunk's last, padded with zeros (masked) to whole KEY_BLOCKs.  Every block of
+      keys and every group then has the same shape whatever the chunk, so a prompt token
+      gets the same bits in any chunk: whole, or after a prefix from the cache.  In one
+      call over the chunk, SDPA sums a token's keys in an order that depends on its row in
+      the call and on the number of keys: ~20% of the rows differed in their last bits
+      across cuts (measured), and a greedy reply followed.
     - Every other token (decoding rows, drafts: one query row each, its own keys up to its
       position) through the CPU kernel, which first stores every new key of the step."""
 
