@@ -1,4 +1,5 @@
-"""Decode steps through torch.compile give the eager engine's outputs (engine/compiled.py)."""
+"""Decode and prompt steps through torch.compile give the eager engine's outputs
+(engine/compiled.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 
 from limelight import LLM, SamplingParams
 from limelight.engine import threads
-from limelight.engine.compiled import CompiledDecode
+from limelight.engine.compiled import CompiledStep
 from limelight.engine.layers.attention import PagedAttention
 from limelight.engine.llm_engine import LLMEngine
 from tests.engine.fakes import tiny_config, tiny_engine, tiny_model
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.slow  # every compiling engine takes seconds (the packa
 def no_recompiles(monkeypatch: pytest.MonkeyPatch) -> None:
     """After warm-up, every guard runs and a step that would compile again fails: what
     lets the engine run only the guards that tell the warm graphs apart."""
-    monkeypatch.setattr(CompiledDecode, "AFTER_WARM_UP", {"stance": "fail_on_recompile"})
+    monkeypatch.setattr(CompiledStep, "AFTER_WARM_UP", {"stance": "fail_on_recompile"})
 
 
 def run_all(engine: LLMEngine, requests: list[tuple[list[int], SamplingParams]]) -> list[Any]:
@@ -83,13 +84,13 @@ def test_steps_with_a_core_lent_run_warm_graphs_on_one_thread_fewer(
     (the autouse fixture fails one that would), and the tokens are the same."""
     requests = [([5 + i, 9, 17 + i], SamplingParams(temperature=0, max_tokens=6)) for i in range(3)]
     used: list[int] = []
-    forward = CompiledDecode.__call__
+    forward = CompiledStep.__call__
 
-    def counted(self: CompiledDecode, *args: Any) -> torch.Tensor:
+    def counted(self: CompiledStep, *args: Any) -> torch.Tensor:
         used.append(torch.get_num_threads())
         return forward(self, *args)
 
-    monkeypatch.setattr(CompiledDecode, "__call__", counted)
+    monkeypatch.setattr(CompiledStep, "__call__", counted)
     with threads.at_most(2):
         engine = tiny_engine(tiny_model(), compile=True)
         assert engine.runner.compiled is not None
@@ -142,10 +143,10 @@ def test_a_model_that_does_not_compile_decodes_eager(
 
 def test_only_cpu_models_without_recurrent_state_compile() -> None:
     model = tiny_model()
-    assert CompiledDecode.supports(model, torch.device("cpu"))
-    assert not CompiledDecode.supports(model, torch.device("cuda"))
+    assert CompiledStep.supports(model, torch.device("cpu"))
+    assert not CompiledStep.supports(model, torch.device("cuda"))
     hybrid = tiny_model(tiny_config("minimax", layer_types=["linear_attention", "full_attention"]))
-    assert not CompiledDecode.supports(hybrid, torch.device("cpu"))
+    assert not CompiledStep.supports(hybrid, torch.device("cpu"))
     assert tiny_engine(hybrid, compile=True).runner.compiled is None
 
 
@@ -161,7 +162,8 @@ def test_the_packaged_model_compiled_picks_the_eager_tokens(operator_calls: list
     operator_calls[0] = 0
     same = [agrees_until_a_near_tie(p, greedy(eager, p), greedy(compiled, p)[0]) for p in PROMPTS]
     assert any(same)
-    assert operator_calls[0] == 30 * 15 * len(PROMPTS)  # 30 layers, 15 decode steps a prompt
+    # 30 layers, the prompt's step and 15 decode steps a prompt
+    assert operator_calls[0] == 30 * 16 * len(PROMPTS)
 
 
 def test_the_recompile_check_bites(monkeypatch: pytest.MonkeyPatch) -> None:

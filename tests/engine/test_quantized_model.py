@@ -98,15 +98,18 @@ STORY = (
 
 
 @pytest.mark.parametrize(
-    ("quantization", "chunk"), [(None, 64), ("int4", 64), ("int4", 512)], ids=str
+    ("quantization", "chunk", "compile"),
+    [(None, 64, False), ("int4", 64, False), ("int4", 512, False), ("int4", 64, True)],
+    ids=str,
 )
 def test_a_prompt_gets_the_same_bits_however_it_was_cut(
-    quantization: str | None, chunk: int
+    quantization: str | None, chunk: int, compile: bool
 ) -> None:
     """A 370-token prompt computed whole (in chunks of `chunk` tokens), or after a third or
     two thirds of it came from the prefix cache (chunks cut elsewhere, with another
-    sequence beside it): the same logprobs, bit for bit, for a reply of 16 tokens.  This is
-    what makes a regenerated greedy reply the same reply."""
+    sequence beside it): the same logprobs, bit for bit, for a reply of 16 tokens, eager
+    and compiled (as the server runs).  This is what makes a regenerated greedy reply the
+    same reply."""
     question = STORY + "\nQuestion: what did the keeper do every night? Answer:"
     params = SamplingParams(temperature=0, max_tokens=16, logprobs=2, ignore_eos=True)
 
@@ -117,7 +120,10 @@ def test_a_prompt_gets_the_same_bits_however_it_was_cut(
             quantization=quantization,
             kv_cache_bytes=64 << 20,
             max_num_batched_tokens=chunk,
+            compile=compile,
         )
+        if compile:
+            assert llm.engine.runner.compiled is not None
         for text in cached:
             llm.generate(text, SamplingParams(temperature=0, max_tokens=1))
         if len(cached) > 1:  # the question beside another prompt in the same steps

@@ -1,4 +1,4 @@
-"""Decode steps through `torch.compile`: `CompiledDecode`.
+"""Decode and prompt steps through `torch.compile`: `CompiledStep`.
 
 A decode step is a few hundred small ATen calls (SmolLM2: ~12 per layer besides the
 matmuls: norms and their casts, the rotary's multiplies, SwiGLU, residual adds).  On these
@@ -30,9 +30,18 @@ of steps alternating between the two paths, 8 at a time, in one process):
 The forward alone, one token at 100 of context, took 8.1-8.4 instead of 11.8-12.1 ms.
 Compiling costs ~220-250 MiB of resident memory (Inductor, its graphs and kernels).
 
-Only decode steps (one new token per sequence) take this path; prompt chunks are few,
-large and dominated by their matmuls.  Where compiling fails (no C++ compiler, a model that
-cannot be traced whole) the engine says why in the log and runs eager.
+Steps that compute prompt tokens (a new turn, perhaps beside decoding rows) take this path
+too, through graphs of their own: the runner turns the quantized kernels off for them
+(`QuantSwitch`), which Dynamo guards on, and their token count is symbolic from two rows
+up, so warm-up compiles one graph for a lone prompt token and one for any more.  A new
+turn is one short step, where the dispatch counted as much as for decode: a 29-token turn
+after a cached 1,000-token character prefix (SmolLM2 int4, `limelight bench engine`'s
+shared-prefix case) took 33-36 instead of 47-51 ms.  Every prompt step of an engine goes
+one way (compiled where the engine compiles), so a prompt token keeps its bits however
+the prompt was cut.  Steps with drafts and no prompt tokens run eager: their rows can pass
+the quantized layers' limits, which the warm graphs do not cover.  Where compiling fails
+(no C++ compiler, a model that cannot be traced whole) the engine says why in the log and
+runs eager.
 """
 
 from __future__ import annotations
@@ -73,9 +82,11 @@ RECOMPILE_LIMIT = 64  # graphs Dynamo keeps for one model class's forward
 # opens (64 with limelight's kernel; 4 for PyTorch's int8, 12 for its int4), up to the
 # engine's batch size
 WARM_UP_ROWS = (1, 2, 4, 8, 16, 32, 64)
+# and of prompt steps: a lone token, and a symbolic count for the rest
+PROMPT_WARM_UP_ROWS = (1, 2)
 
 
-class CompiledDecode:
+class CompiledStep:
     # Once `warm_up` has compiled a graph for every decode size, a step runs only the guards
     # that tell those graphs apart (the number of rows): Dynamo's whole set, over every
     # module and weight the forward reads, took ~0.9 ms of a ~10 ms SmolLM2 step, and the
@@ -99,35 +110,52 @@ class CompiledDecode:
         """CPU models without recurrent state (a linear-attention layer updates it in place)."""
         return device.type == "cpu" and not model.has_linear_attention
 
+    @staticmethod
+    def takes(batch: ForwardBatch) -> bool:
+        """Decode steps and steps with prompt tokens (see the module docstring)."""
+        return batch.is_decode or bool(batch.prompt_rows)
+
     def __call__(self, input_ids: Tensor, batch: ForwardBatch) -> Tensor:
-        assert batch.max_query_len == 1, "compiled for decode steps only"
+        assert self.takes(batch), "compiled for decode and prompt steps only"
         stance = self.AFTER_WARM_UP if self.warm else {}
         with compiled_step(self.layers, batch), torch.compiler.set_stance(**stance):
             return self._forward(input_ids, batch)
 
     @torch.inference_mode()
     def warm_up(self, max_rows: int, block_size: int) -> bool:
-        """Compile for every decode size up to `max_rows`, on the engine's threads and on
-        one fewer (while speech synthesis holds a core: `threads.lend_core`); False
-        (logged) if it failed.
+        """Compile for every decode size up to `max_rows` and for prompt steps, on the
+        engine's threads and on one fewer (while speech synthesis holds a core:
+        `threads.lend_core`); False (logged) if it failed.
 
-        Runs before any request: every sequence writes its key to slot 0, which holds
-        nothing yet."""
+        Runs before any request: it writes keys to the first slots, which hold nothing yet."""
         switch = self.model.quant_switch
-        if switch is not None:
-            switch.is_on = True  # as in every decode step
         total = torch.get_num_threads()
         try:
             for num_threads in threads.step_thread_counts(total):
                 with threads.at_most(num_threads):  # a graph for each (Dynamo guards on it)
                     for rows in (n for n in WARM_UP_ROWS if n <= max_rows):
-                        seqs = [SequenceSlice(start=0, num_new=1, block_table=[0])] * rows
-                        batch = ForwardBatch.build(seqs, block_size)
-                        self(torch.zeros(rows, dtype=torch.long), batch)
+                        self._warm(rows, False, block_size)
+                    for rows in PROMPT_WARM_UP_ROWS:
+                        self._warm(rows, True, block_size)
         except Exception as err:  # any failure means: run eager
             lines = str(err).strip().splitlines()
             reason = lines[0] if lines else type(err).__name__
-            logger.warning("decode steps run eager: torch.compile failed (%s)", reason)
+            logger.warning("steps run eager: torch.compile failed (%s)", reason)
             return False
+        finally:
+            if switch is not None:
+                switch.is_on = True
         self.warm = True
         return True
+
+    def _warm(self, rows: int, prompt: bool, block_size: int) -> None:
+        """One step of `rows` decoding sequences, or of one prompt of `rows` tokens, as the
+        runner would run it (the quantized kernels off for a prompt)."""
+        if prompt:
+            table = list(range(-(-rows // block_size)))
+            seqs = [SequenceSlice(start=0, num_new=rows, block_table=table, is_prompt=True)]
+        else:
+            seqs = [SequenceSlice(start=0, num_new=1, block_table=[0])] * rows
+        if self.model.quant_switch is not None:
+            self.model.quant_switch.is_on = not prompt
+        self(torch.zeros(rows, dtype=torch.long), ForwardBatch.build(seqs, block_size))

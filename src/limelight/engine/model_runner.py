@@ -5,9 +5,9 @@ linear-attention states).  It turns the scheduler's decisions into a `ForwardBat
 the forward pass, computes logits only for the sequences that sample, and hands those to
 the sampler.  It makes no scheduling decision and keeps no request state.
 
-Decode steps go through the compiled forward when `config.compile` asks for it and the
-model compiles (`engine/compiled.py`); every other step, and every model that does not
-compile, runs eager.
+Decode and prompt steps go through the compiled forward when `config.compile` asks for it
+and the model compiles (`engine/compiled.py`); steps of drafts alone, and every model that
+does not compile, run eager.
 
 With speculative decoding a sampling sequence also carries draft tokens: it gets logits at
 its pending token and at every draft, for `speculative.sample_and_verify`, and a draft
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from limelight.engine import kernels, threads
-from limelight.engine.compiled import CompiledDecode
+from limelight.engine.compiled import CompiledStep
 from limelight.engine.layers.attention import PagedAttention
 from limelight.engine.layers.batch import ForwardBatch, SequenceSlice
 from limelight.engine.models import CausalLM
@@ -57,9 +57,9 @@ class ModelRunner:
         )
         if self.device.type == "cpu" and self.cache_dtype in kernels.DTYPES:
             kernels.paged_decode()  # built now (~15 s the first time), not in the first step
-        self.compiled: CompiledDecode | None = None
-        if config.compile and CompiledDecode.supports(model, self.device):
-            compiled = CompiledDecode(model)
+        self.compiled: CompiledStep | None = None
+        if config.compile and CompiledStep.supports(model, self.device):
+            compiled = CompiledStep(model)
             if compiled.warm_up(config.max_num_seqs, config.block_size):
                 self.compiled = compiled
 
@@ -93,7 +93,11 @@ class ModelRunner:
         if self.model.quant_switch is not None:  # prompt tokens: dense weights (quantized.py)
             self.model.quant_switch.is_on = not batch.prompt_rows
         ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)
-        forward = self.compiled if self.compiled is not None and batch.is_decode else self.model
+        forward = (
+            self.compiled
+            if self.compiled is not None and self.compiled.takes(batch)
+            else self.model
+        )
         # one thread fewer while other work holds a core (threads.lend_core)
         with threads.at_most(threads.step_threads(torch.get_num_threads())):
             hidden = forward(ids, batch)  # [T, E]

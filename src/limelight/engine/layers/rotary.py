@@ -98,6 +98,6 @@ def _swap_halves(x: Tensor) -> Tensor:
     A compiled step fuses either into its loops: it joins, with no branch on the token count
     (which would split its graph in two)."""
     half = x.shape[-1] // 2
-    if x.shape[0] <= 16 and not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling() and x.shape[0] <= 16:
         return x.roll(half, dims=-1)
     return torch.cat([x[..., half:], x[..., :half]], dim=-1)
