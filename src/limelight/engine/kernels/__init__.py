@@ -64,10 +64,11 @@ QUANT_GROUP = 32  # inputs per scale and offset
 TILE_DEPTH = 32  # inputs one AMX bfloat16 tile product adds up
 MAX_TILE_HEAD = 256  # the largest head `tile_attention` takes
 _lock = threading.Lock()
-_library: list[bool] = []  # [whether it loaded], once it was tried
+Op = Callable[..., torch.Tensor]
+_library: list[dict[str, Op]] = []  # [the ops this machine offers], once the build was tried
 
 
-def paged_decode() -> Callable[..., torch.Tensor] | None:
+def paged_decode() -> Op | None:
     """`limelight_kernels::paged_decode`, built and loaded on the first call; None where it
     cannot be (or `LIMELIGHT_CPU_KERNELS=0`).
 
@@ -78,37 +79,33 @@ def paged_decode() -> Callable[..., torch.Tensor] | None:
     keys at own_slots[b, own_begin[b]:own_end[b]] and, if it is one of `shared_rows`, to
     those at `shared_slots`; softcap 0 for none.  float32 or bfloat16 queries and caches;
     slot and range tensors int64."""
-    return torch.ops.limelight_kernels.paged_decode if _load() else None
+    return _ops().get("paged_decode")
 
 
-def quant_matmul() -> Callable[..., torch.Tensor] | None:
+def quant_matmul() -> Op | None:
     """`limelight_kernels::quant_matmul` where it was built with AVX-512 VNNI, else None.
 
     quant_matmul(x [M, K], qweight [N / 16, K / 32, 64 * (1 + bits)], bits) → [M, N] in x's
     dtype (float32 or bfloat16), with qweight laid out by `layers.quantized.pack_levels`."""
-    if not _load() or not torch.ops.limelight_kernels.quant_matmul_vectorized():
-        return None
-    return torch.ops.limelight_kernels.quant_matmul
+    return _ops().get("quant_matmul")
 
 
 def quant_matmul_uses_amx() -> bool:
     """Whether `quant_matmul` multiplies passes of 12 to 16 rows with AMX tiles (built for a
     CPU with AMX, on Linux, which lent the tiles to this process)."""
-    return _load() and bool(torch.ops.limelight_kernels.quant_matmul_uses_amx())
+    return "quant_matmul_amx" in _ops()
 
 
-def tile_matmul() -> Callable[..., torch.Tensor] | None:
+def tile_matmul() -> Op | None:
     """`limelight_kernels::tile_matmul` where the CPU lends AMX tiles, else None.
 
     tile_matmul(x [M, K] bfloat16, weight [N / 16, K / 32, 16, 32], n) → [M, n] bfloat16,
     with the weight laid out by `layers.dense.pack_tiles`; each row's output bits do not
     depend on the other rows."""
-    if not _load() or not torch.ops.limelight_kernels.tile_matmul_usable():
-        return None
-    return torch.ops.limelight_kernels.tile_matmul
+    return _ops().get("tile_matmul")
 
 
-def tile_attention() -> Callable[..., torch.Tensor] | None:
+def tile_attention() -> Op | None:
     """`limelight_kernels::tile_attention` where the CPU lends AMX tiles, else None.
 
     tile_attention(q [L, H, D], k_cache, v_cache [slots, Hkv, D], slots [start + L], start,
@@ -117,9 +114,7 @@ def tile_attention() -> Callable[..., torch.Tensor] | None:
     the queries of one sequence's positions start .. start + L - 1 attend to its keys at
     `slots`, causally, softcap and window 0 for none.  Each query's bits do not depend on
     the other queries.  Heads of `tile_attention_fits` sizes only."""
-    if not _load() or not torch.ops.limelight_kernels.tile_attention_usable():
-        return None
-    return torch.ops.limelight_kernels.tile_attention
+    return _ops().get("tile_attention")
 
 
 def tile_attention_fits(head_dim: int) -> bool:
@@ -127,12 +122,28 @@ def tile_attention_fits(head_dim: int) -> bool:
     return head_dim % TILE_DEPTH == 0 and head_dim <= MAX_TILE_HEAD
 
 
-def _load() -> bool:
+def _ops() -> dict[str, Op]:
+    """The ops, looked up once: a step asks for them in every layer."""
     if not _library:
         with _lock:
             if not _library:
-                _library.append(_build())
+                _library.append(_offered() if _build() else {})
     return _library[0]
+
+
+def _offered() -> dict[str, Op]:
+    """The loaded library's ops that this CPU and build can run."""
+    ops = torch.ops.limelight_kernels
+    offered: dict[str, Op] = {"paged_decode": ops.paged_decode}
+    if ops.quant_matmul_vectorized():
+        offered["quant_matmul"] = ops.quant_matmul
+    if ops.quant_matmul_uses_amx():
+        offered["quant_matmul_amx"] = ops.quant_matmul
+    if ops.tile_matmul_usable():
+        offered["tile_matmul"] = ops.tile_matmul
+    if ops.tile_attention_usable():
+        offered["tile_attention"] = ops.tile_attention
+    return offered
 
 
 def _build() -> bool:

@@ -18,11 +18,11 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "amx.h"
 #include "convert.h"
@@ -45,19 +45,30 @@ void configure_tiles() {
   _tile_loadconfig(&config);
 }
 
-// sums [A * 16, B * 16] = A row tiles of x (from `x`, K inputs a row) times B column tiles
-// of W (from `w`, the next one `next` elements on), all K inputs.
+// The rows of x by tiles of 16: whole tiles in place, the last part tile from a copy with
+// zero rows after it.
+struct Rows {
+  const c10::BFloat16* x;  // [m, k]
+  const c10::BFloat16* tail;  // [16, k]: rows from whole * 16 on, then zeros
+  int64_t m, k, whole, tiles;
+
+  const c10::BFloat16* tile(int64_t t) const { return t < whole ? x + t * kTileRows * k : tail; }
+};
+
+// sums [A * 16, B * 16] = A row tiles of x (tiles t and t + 1) times B column tiles of W
+// (from `w`, the next one `next` elements on), all K inputs.
 template <int A, int B>
-void multiply(const c10::BFloat16* x, int64_t k, const c10::BFloat16* w, int64_t next,
-              float* sums) {
-  const int64_t x_stride = k * 2, sums_stride = B * kCols * 4;
+void multiply(const Rows& rows, int64_t t, const c10::BFloat16* w, int64_t next, float* sums) {
+  const int64_t k = rows.k, x_stride = k * 2, sums_stride = B * kCols * 4;
+  const c10::BFloat16* x0 = rows.tile(t);
+  const c10::BFloat16* x1 = A == 2 ? rows.tile(t + 1) : x0;
   _tile_zero(0);
   if constexpr (B == 2) _tile_zero(1);
   if constexpr (A == 2) _tile_zero(2);
   if constexpr (A == 2 && B == 2) _tile_zero(3);
   for (int64_t at = 0; at < k; at += kDepth, w += kTileElements) {
-    _tile_loadd(4, x + at, x_stride);
-    if constexpr (A == 2) _tile_loadd(5, x + kTileRows * k + at, x_stride);
+    _tile_loadd(4, x0 + at, x_stride);
+    if constexpr (A == 2) _tile_loadd(5, x1 + at, x_stride);
     _tile_loadd(6, w, 64);
     if constexpr (B == 2) _tile_loadd(7, w + next, 64);
     _tile_dpbf16ps(0, 4, 6);
@@ -71,27 +82,26 @@ void multiply(const c10::BFloat16* x, int64_t k, const c10::BFloat16* w, int64_t
   if constexpr (A == 2 && B == 2) _tile_stored(3, sums + kTileRows * B * kCols + kCols, sums_stride);
 }
 
+// Output columns [col, col + 16 B) of every row: y [m, n].
 template <int B>
-void multiply_rows(const c10::BFloat16* x, int64_t row_tiles, int64_t k, const c10::BFloat16* w,
-                   int64_t next, int64_t m, int64_t n, int64_t col, c10::BFloat16* y) {
+void multiply_rows(const Rows& rows, const c10::BFloat16* w, int64_t next, int64_t n,
+                   int64_t col, c10::BFloat16* y) {
   alignas(64) float sums[2 * kTileRows * 2 * kCols];
   const int64_t cols = std::min<int64_t>(B * kCols, n - col);
-  for (int64_t tile = 0; tile < row_tiles; tile += 2) {
-    const int64_t a = std::min<int64_t>(2, row_tiles - tile);
-    const c10::BFloat16* rows = x + tile * kTileRows * k;
+  for (int64_t tile = 0; tile < rows.tiles; tile += 2) {
+    const int64_t a = std::min<int64_t>(2, rows.tiles - tile);
     if (a == 2)
-      multiply<2, B>(rows, k, w, next, sums);
+      multiply<2, B>(rows, tile, w, next, sums);
     else
-      multiply<1, B>(rows, k, w, next, sums);
-    const int64_t first = tile * kTileRows, count = std::min(a * kTileRows, m - first);
+      multiply<1, B>(rows, tile, w, next, sums);
+    const int64_t first = tile * kTileRows, count = std::min(a * kTileRows, rows.m - first);
     for (int64_t r = 0; r < count; ++r)
       narrow(sums + r * B * kCols, y + (first + r) * n + col, cols);
   }
 }
 
-void run(const c10::BFloat16* x, int64_t m, int64_t k, const at::Tensor& weight, int64_t n,
-         c10::BFloat16* y) {
-  const int64_t blocks = weight.size(0), row_tiles = (m + kTileRows - 1) / kTileRows;
+void run(const Rows& rows, const at::Tensor& weight, int64_t n, c10::BFloat16* y) {
+  const int64_t blocks = weight.size(0);
   const int64_t block_elements = weight.size(1) * kTileElements;
   const c10::BFloat16* w = weight.data_ptr<c10::BFloat16>();
   // threads take pairs of column blocks; each pair's weights stay in cache for every row
@@ -101,9 +111,9 @@ void run(const c10::BFloat16* x, int64_t m, int64_t k, const at::Tensor& weight,
       const int64_t block = 2 * pair;
       const c10::BFloat16* first = w + block * block_elements;
       if (block + 1 < blocks)
-        multiply_rows<2>(x, row_tiles, k, first, block_elements, m, n, block * kCols, y);
+        multiply_rows<2>(rows, first, block_elements, n, block * kCols, y);
       else
-        multiply_rows<1>(x, row_tiles, k, first, 0, m, n, block * kCols, y);
+        multiply_rows<1>(rows, first, 0, n, block * kCols, y);
     }
     _tile_release();
   });
@@ -127,12 +137,15 @@ at::Tensor tile_matmul(const at::Tensor& x, const at::Tensor& weight, int64_t n)
   at::Tensor y = at::empty({m, n}, x.options());
   if (m == 0) return y;
 #if LIMELIGHT_AMX
-  at::Tensor rows = x;  // whole tiles of rows: the last one padded with zeros
-  if (m % kTileRows) {
-    rows = at::zeros({m + kTileRows - m % kTileRows, k}, x.options());
-    rows.narrow(0, 0, m).copy_(x);
+  const int64_t whole = m / kTileRows, part = m % kTileRows;
+  const c10::BFloat16* data = x.data_ptr<c10::BFloat16>();
+  thread_local std::vector<c10::BFloat16> tail;  // the part tile's rows, then zeros
+  if (part) {
+    tail.assign(kTileRows * k, c10::BFloat16(0.f));
+    std::copy(data + whole * kTileRows * k, data + m * k, tail.begin());
   }
-  run(rows.data_ptr<c10::BFloat16>(), m, k, weight, n, y.data_ptr<c10::BFloat16>());
+  const Rows rows{data, tail.data(), m, k, whole, whole + (part > 0)};
+  run(rows, weight, n, y.data_ptr<c10::BFloat16>());
 #endif
   return y;
 }
