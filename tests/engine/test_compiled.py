@@ -167,11 +167,12 @@ def test_the_packaged_model_compiled_picks_the_eager_tokens(operator_calls: list
 
 
 def test_the_recompile_check_bites(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a warm-up of one row only, a step of three would compile again: under the
+    """With a warm-up of one row only, a step of three rows would compile again: under the
     tests' stance that fails (in production that step would stop to compile).  A model of
     its own size, as graphs compiled in this process for another instance of the same
     shapes would serve it (the weights are the graphs' inputs)."""
     monkeypatch.setattr("limelight.engine.compiled.WARM_UP_ROWS", (1,))
+    monkeypatch.setattr("limelight.engine.compiled.PROMPT_WARM_UP_ROWS", (1,))
     model = tiny_model(tiny_config(intermediate_size=96))
     engine = tiny_engine(model, compile=True, max_num_seqs=4)
     assert engine.runner.compiled is not None

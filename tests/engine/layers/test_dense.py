@@ -1,6 +1,7 @@
-"""`layers/dense.py` and its kernel `tile_matmul`: dense bfloat16 linears whose output rows
-do not depend on the other rows of the step: AMX tiles where the CPU has them, elsewhere
-oneDNN's matrix path with a lone row doubled."""
+"""`layers/dense.py` and its kernels `tile_matmul` and `tile_quant_matmul`: dense bfloat16
+linears whose output rows do not depend on the other rows of the step: AMX tiles where the
+CPU has them (from a quantized layer's levels where it has them), elsewhere oneDNN's matrix
+path with a lone row doubled."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 from torch import nn
 
 from limelight.engine import kernels
-from limelight.engine.layers.dense import DenseLinear, dense_linears, pack_tiles
-from limelight.engine.layers.quantized import Int4Linear, QuantSwitch
+from limelight.engine.layers.dense import DenseLinear, LevelTiles, dense_linears, pack_tiles
+from limelight.engine.layers.quantized import Int4Linear, QuantSwitch, pack_levels
 
 
 def cpu_has_amx() -> bool:
@@ -111,7 +112,9 @@ def layer_weight(layer: DenseLinear) -> torch.Tensor:
 
 
 def test_dense_linears_takes_the_blocks_and_the_quantized_layers_dense_copies() -> None:
-    """The output head and float32 layers stay."""
+    """The output head and float32 layers stay.  A quantized layer's dense path multiplies
+    by its quantized weights where the CPU has tiles (`LevelTiles`: no bfloat16 copy kept),
+    elsewhere by its bfloat16 weight (`DenseLinear`)."""
     torch.manual_seed(0)
     model = nn.ModuleDict(
         {
@@ -128,12 +131,73 @@ def test_dense_linears_takes_the_blocks_and_the_quantized_layers_dense_copies() 
     assert dense_linears(model) == 2
     assert type(model["lm_head"]) is nn.Linear and type(model["f32"]) is nn.Linear
     proj, dense = model["proj"], model["quantized"].dense
-    assert isinstance(proj, DenseLinear) and isinstance(dense, DenseLinear)
-    assert proj.tiled == HAS_AMX
+    assert isinstance(proj, DenseLinear) and proj.tiled == HAS_AMX
     if proj.tiled:  # the plain weight is gone
         assert not any(p.ndim == 2 for p in proj.parameters())
+    assert isinstance(dense, LevelTiles if HAS_AMX else DenseLinear)
+    if HAS_AMX:  # the quantized layer's levels, shared; its bfloat16 weight gone
+        assert dense.packed is model["quantized"].packed
+        assert not any(p.ndim == 2 for p in model["quantized"].parameters())
+        dense_before = x.double() @ level_weight(model["quantized"].packed, 4, 32).T
     for got, want in [(proj(x), before["proj"]), (dense(x), dense_before)]:
         assert got.dtype == torch.bfloat16
-        assert ((got.float() - want.float()).norm() / want.float().norm()) < 1e-2
+        assert ((got.double() - want.double()).norm() / want.double().norm()) < 1e-2
     assert torch.equal(model["lm_head"](x), before["lm_head"])
     assert torch.equal(proj(torch.zeros(2, 64).bfloat16()), proj.bias.expand(2, 48))  # once
+
+
+def level_weight(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """The weights of `pack_levels`' layout [N / 16, K / 32, 64 (1 + bits)], w = d·q + m,
+    rounded as the tile kernel rounds them: [n, K] float64."""
+    blocks, groups = packed.shape[:2]
+    scales = packed[:, :, :64].contiguous().view(torch.float16).view(blocks, groups, 2, 16)
+    d, m = (scales[:, :, i].double().permute(0, 2, 1)[..., None] for i in (0, 1))
+    levels = packed[:, :, 64:]
+    if bits == 4:  # quads 0-3 in the low nibbles, 4-7 in the high
+        levels = levels.reshape(blocks, groups, 4, 16, 4)
+        levels = torch.cat([levels & 15, levels >> 4], dim=2)
+    q = levels.reshape(blocks, groups, 8, 16, 4).permute(0, 3, 1, 2, 4).double()
+    # exact in float64, then rounded to float32 (one fused multiply-add) and to bfloat16
+    w = (m + d * q.reshape(blocks, 16, groups, 32)).float().bfloat16()  # [blocks, 16, G, 32]
+    return w.double().reshape(blocks * 16, groups * 32)[:n]
+
+
+@amx_only
+@pytest.mark.parametrize("bits", [4, 8])
+def test_level_tiles_multiply_by_the_quantized_weights_as_the_dense_tiles_would(
+    bits: int,
+) -> None:
+    """`tile_quant_matmul` gives the bits `tile_matmul` gives on the same weights in
+    bfloat16, at every row count, and each row the same bits however many rows."""
+    torch.manual_seed(bits)
+    n, k = 200, 320
+    packed = pack_levels(torch.randn(n, k) * 0.05, bits)
+    weight = level_weight(packed, bits, n)
+    tiles = kernels.tile_quant_matmul()
+    assert tiles is not None
+    x = torch.randn(300, k).bfloat16()
+    many = tiles(x, packed, bits, n)
+    assert torch.equal(many, kernels.tile_matmul()(x, pack_tiles(weight.bfloat16()), n))
+    exact = x.double() @ weight.T
+    assert ((many.double() - exact).norm() / exact.norm()) < 4e-3
+    for first, last in [(0, 1), (5, 6), (3, 40), (17, 300), (299, 300)]:
+        assert torch.equal(tiles(x[first:last].contiguous(), packed, bits, n), many[first:last])
+
+
+@amx_only
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((torch.randn(2, 64).bfloat16(), 3, 32), "4 or 8 bits, not 3"),
+        ((torch.randn(2, 64), 4, 32), r"x must be contiguous bfloat16 \[M, K\]"),
+        ((torch.randn(2, 96).bfloat16(), 4, 32), "x has 96 inputs, the weights 64"),
+        ((torch.randn(2, 64).bfloat16(), 8, 32), r"qweight must be contiguous uint8"),
+        ((torch.randn(2, 64).bfloat16(), 4, 40), "40 outputs do not fit 2 blocks of 16"),
+    ],
+)
+def test_tile_quant_matmul_refuses_what_it_cannot_multiply(
+    args: tuple[torch.Tensor, int, int], message: str
+) -> None:
+    x, bits, n = args
+    with pytest.raises(RuntimeError, match=message):
+        kernels.tile_quant_matmul()(x, pack_levels(torch.randn(32, 64), 4), bits, n)

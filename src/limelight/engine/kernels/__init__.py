@@ -105,6 +105,16 @@ def tile_matmul() -> Op | None:
     return _ops().get("tile_matmul")
 
 
+def tile_quant_matmul() -> Op | None:
+    """`limelight_kernels::tile_quant_matmul` where the CPU lends AMX tiles, else None.
+
+    tile_quant_matmul(x [M, K] bfloat16, qweight [N / 16, K / 32, 64 * (1 + bits)], bits, n)
+    → [M, n] bfloat16: x times `quant_matmul`'s weights, each turned into bfloat16 (w = d·q
+    + m) and multiplied as `tile_matmul` multiplies: each row's bits do not depend on the
+    other rows."""
+    return _ops().get("tile_quant_matmul")
+
+
 def tile_attention() -> Op | None:
     """`limelight_kernels::tile_attention` where the CPU lends AMX tiles, else None.
 
@@ -141,6 +151,7 @@ def _offered() -> dict[str, Op]:
         offered["quant_matmul_amx"] = ops.quant_matmul
     if ops.tile_matmul_usable():
         offered["tile_matmul"] = ops.tile_matmul
+        offered["tile_quant_matmul"] = ops.tile_quant_matmul
     if ops.tile_attention_usable():
         offered["tile_attention"] = ops.tile_attention
     return offered
@@ -183,6 +194,10 @@ def _register_shapes() -> None:
 
     @torch.library.register_fake("limelight_kernels::tile_matmul")
     def _(x: torch.Tensor, weight: torch.Tensor, n: int) -> torch.Tensor:
+        return x.new_empty((x.shape[0], n))
+
+    @torch.library.register_fake("limelight_kernels::tile_quant_matmul")
+    def _(x: torch.Tensor, qweight: torch.Tensor, bits: int, n: int) -> torch.Tensor:
         return x.new_empty((x.shape[0], n))
 
 

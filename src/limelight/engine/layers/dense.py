@@ -1,5 +1,5 @@
-"""Dense bfloat16 linears whose rows do not depend on each other: `DenseLinear` and
-`dense_linears(model)`; on CPUs with AMX through limelight's tile kernel.
+"""Dense bfloat16 linears whose rows do not depend on each other: `DenseLinear`,
+`LevelTiles` and `dense_linears(model)`; on CPUs with AMX through limelight's tile kernels.
 
 Why not `F.linear`: with AMX, oneDNN (PyTorch's bfloat16 matmul on the CPU) blocks its
 sums by the number of rows, so one row's output can differ in the last bit between a step
@@ -17,10 +17,12 @@ shapes of one layer, two cores, ms): 1 row 0.16 / 0.35, 33 rows 0.35 / 0.49, 128
 0.55 / 0.82, 256 rows 1.04 / 1.27; at 1,000 rows it is slower (5.1 / 4.2), past the
 engine's prompt chunks.
 
-Where the CPU lends no AMX tiles (or the kernels are not built) oneDNN's matrix path is
-used, which gave the same bits at every row count but one (`DenseLinear`).  The output head
-stays as it is: it is often tied to the embedding, and a packed copy of SmolLM2's would
-add 56 MB.
+A quantized layer's dense path (its prompt tokens) takes the same tile products from its
+quantized levels (`LevelTiles`, `tile_quant_matmul`), turned into bfloat16 as they go, so
+that it keeps no bfloat16 copy.  Where the CPU lends no AMX tiles (or the kernels are not
+built) oneDNN's matrix path is used, which gave the same bits at every row count but one
+(`DenseLinear`).  The output head stays as it is: it is often tied to the embedding, and a
+packed copy of SmolLM2's would add 56 MB.
 """
 
 from __future__ import annotations
@@ -99,16 +101,57 @@ class DenseLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}{tiled}"
 
 
+class LevelTiles(nn.Module):
+    """The dense path of a quantized layer on a CPU with AMX: its quantized weights (the
+    layout of `quantized.pack_levels`, shared with the layer) turned into bfloat16 tiles as
+    they are multiplied (`kernels.tile_quant_matmul`), with DenseLinear's row-invariant
+    products.  The bfloat16 weight is not kept: SmolLM2 int4's blocks hold 53 instead of
+    265 MB, at the speed of the bfloat16 tiles (its seven matrices x 30 layers, ms, levels /
+    bfloat16: 1 row 11.4 / 10.8, 32 rows 12.5 / 12.8, 128 rows 29.8 / 27.6; two cores).
+    The weights are then the quantized ones, as in decode steps: a GGUF's Q4/Q8 levels are
+    the checkpoint's own; a bfloat16 checkpoint's prompts lose what quantizing loses."""
+
+    def __init__(self, packed: Tensor, bits: int, out_features: int, bias: Tensor | None):
+        super().__init__()
+        matmul = kernels.tile_quant_matmul()
+        assert matmul is not None, "LevelTiles needs AMX tiles"
+        self.matmul, self.bits, self.out_features, self.bias = matmul, bits, out_features, bias
+        self.packed = packed  # the quantized layer's buffer, not registered twice
+        self.in_features = packed.shape[1] * TILE_DEPTH
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features).contiguous()
+        out = self.matmul(rows, self.packed, self.bits, self.out_features)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}"
+
+
 def dense_linears(model: nn.Module) -> int:
     """Replace every bfloat16 CPU `nn.Linear` of `model` with a `DenseLinear` (tiled where
-    the CPU lends AMX tiles), the output head aside, the dense copies inside quantized
-    layers included; how many."""
+    the CPU lends AMX tiles), the output head aside; in a quantized layer with limelight's
+    kernel, on a CPU with AMX, with `LevelTiles` instead (its bfloat16 weight dropped); how
+    many."""
     replaced = 0
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if name in HEAD_NAMES or parent_name.split(".")[-1] in HEAD_NAMES:
                 continue
             if type(child) is nn.Linear and DenseLinear.supports(child):
-                setattr(parent, name, DenseLinear(child))
+                setattr(parent, name, _dense_path(parent, child))
                 replaced += 1
     return replaced
+
+
+def _dense_path(parent: nn.Module, linear: nn.Linear) -> nn.Module:
+    """`linear`'s row-invariant form: from its quantized copy where `parent` (a quantized
+    layer) has one in limelight's layout and the CPU has tiles, else DenseLinear."""
+    packed = getattr(parent, "packed", None)
+    bits = getattr(parent, "bits", None)
+    usable = kernels.tile_quant_matmul() is not None and linear.in_features % TILE_DEPTH == 0
+    if isinstance(packed, Tensor) and bits in (4, 8) and usable:
+        return LevelTiles(packed, bits, linear.out_features, linear.bias)
+    return DenseLinear(linear)

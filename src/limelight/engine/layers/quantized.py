@@ -37,16 +37,19 @@ On an Intel Xeon with AMX (AVX10.1), where the kernel takes AMX tiles for passes
     int4, VNNI only      2.8    3.7    5.3    7.4    9.9   18.2   26.6   35.5
     bf16 (dense)        19.8   20.1   19.5   19.9   20.1   22.4   25.4   26.3
 
-So each layer keeps its bfloat16 layer too (`dense`: with AMX, packed in tiles by
-`layers/dense.py`), for prompts and large batches, and uses its quantized copy for steps
-of up to `max_rows` rows: 64 with limelight's kernel, 12 (int4) and 4 (int8) with
-PyTorch's.  Both copies together are smaller than the float32 weights they replace.
+So each layer keeps a dense path too (`dense`), for prompts and large batches, and uses
+its quantized copy for steps of up to `max_rows` rows: 64 with limelight's kernel, 12
+(int4) and 4 (int8) with PyTorch's.  With AMX and limelight's kernel the dense path is
+`layers/dense.py`'s `LevelTiles`: the quantized levels turned into bfloat16 tiles as they
+are multiplied, as fast as bfloat16 weights there, and no bfloat16 copy is kept (SmolLM2
+int4 resident after load 499 instead of 707 MB).  Elsewhere it is the bfloat16 layer;
+both copies together are smaller than the float32 weights they replace.
 With `bits=4` the output head stays int8 (it decides every token; GGUFs keep it at 8 bits
 or more, SmolLM2's is Q8_0), and so does a layer the int4 layouts cannot take (inputs not
 in whole groups; PyTorch's also wants outputs by 16).  Tied output heads keep
 sharing the embedding's weight; only the quantized copy is new.
 
-Prompt tokens always go through the dense weights, however few a step computes: the
+Prompt tokens always go through the dense path, however few a step computes: the
 runner turns the quantized kernels off (`QuantSwitch`) for any step that computes prompt
 tokens, so a prompt whose prefix came from the cache (one token left to compute) gets
 nearly the states of the same prompt computed whole.  Tried without the switch: a new turn
