@@ -185,12 +185,13 @@ void pack_values(const uint16_t* cache, const int64_t* slots, int64_t h, Operand
     }
 }
 
-// exp(x) for x <= 0 where it matters (the caller zeroes the weights of hidden keys):
-// 2^(x log2 e) as 2^k times a degree-5 polynomial on [-1/2, 1/2] (relative error 4e-7),
-// whose constant is 1, so that exp(0) is 1 exactly.
-inline __m512 exp_weights(__m512 x) {
-  const __m512 t = _mm512_mul_ps(_mm512_max_ps(x, _mm512_set1_ps(-100.f)),
-                                 _mm512_set1_ps(1.44269504089f));
+constexpr float kLog2e = 1.44269504089f;
+
+// 2^x for x <= 0 where it matters (the caller zeroes the weights of hidden keys): 2^k
+// times a degree-5 polynomial of the rest on [-1/2, 1/2] (relative error 4e-7), whose
+// constant is 1, so that 2^0 is 1 exactly.
+inline __m512 exp2_weights(__m512 x) {
+  const __m512 t = _mm512_max_ps(x, _mm512_set1_ps(-150.f));
   const __m512 k = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 f = _mm512_sub_ps(t, k);
   __m512 p = _mm512_set1_ps(1.302133547142148e-3f);
@@ -208,6 +209,12 @@ struct Rows {  // what a tile of query rows needs besides the operands
   int64_t window;  // 0: none
 };
 
+// Which keys a block's lanes may not see, if any: the block is past some lane's position,
+// or (with a window) before some lane's window.
+inline bool block_hides(int64_t key0, int64_t lowest, int64_t last, int64_t window) {
+  return key0 + kKeys - 1 > lowest || (window > 0 && key0 <= last - window);
+}
+
 // One tile of 16 query rows of head h against their keys: out [d, 16] (lane: query),
 // divided by the sums.  Tiles: 0-3 a block's value sums (0-1 first its scores, keys by
 // rows), 4 the queries, 5 and 7 keys or values, 6 the weights.
@@ -222,6 +229,7 @@ void attend_tile(const Operands& o, int64_t h, int64_t tile, const Rows& rows, f
   alignas(64) int32_t weights[kLanes * kLanes];  // [key pair, query]: 2 bfloat16
   alignas(64) float sums_of_block[4 * kOut * kLanes];
   const __m512 scale = _mm512_set1_ps(rows.scale), minus_inf = _mm512_set1_ps(kNegInf);
+  const __m512 to_log2 = _mm512_set1_ps(rows.softcap > 0.f ? kLog2e : rows.scale * kLog2e);
   const __m512i window_start = _mm512_sub_epi32(rows.position, _mm512_set1_epi32(rows.window));
   alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
                                                      21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
@@ -250,41 +258,43 @@ void attend_tile(const Operands& o, int64_t h, int64_t tile, const Rows& rows, f
     _tile_stored(0, scores, kLanes * 4);
     _tile_stored(1, scores + kGroup * kLanes, kLanes * 4);
 
-    // scaled, capped, hidden keys -inf; the new maxima
+    // capped (scaled first) where the model caps, hidden keys -inf; the new maxima.  The
+    // scale goes into the exponent otherwise: max and exp of score x scale, one multiply.
     const int64_t key0 = b * kKeys;
-    const bool all_seen = key0 + kKeys - 1 <= lowest &&
-                          (rows.window == 0 || key0 > last - rows.window);
+    const bool hides = block_hides(key0, lowest, last, rows.window);
     __m512 top = maxima;
     for (int64_t k = 0; k < kKeys; ++k) {
-      __m512 s = _mm512_mul_ps(_mm512_load_ps(scores + k * kLanes), scale);
+      __m512 s = _mm512_load_ps(scores + k * kLanes);
       if (rows.softcap > 0.f) {
         alignas(64) float capped[kLanes];
-        _mm512_store_ps(capped, s);
+        _mm512_store_ps(capped, _mm512_mul_ps(s, scale));
         for (float& x : capped) x = std::tanh(x / rows.softcap) * rows.softcap;
         s = _mm512_load_ps(capped);
       }
-      if (!all_seen) {
+      if (hides) {
         const __m512i key = _mm512_set1_epi32(key0 + k);
         __mmask16 seen = _mm512_cmpge_epi32_mask(rows.position, key);
         if (rows.window > 0) seen &= _mm512_cmplt_epi32_mask(window_start, key);
         s = _mm512_mask_blend_ps(seen, minus_inf, s);
       }
-      _mm512_store_ps(scores + k * kLanes, s);
+      if (hides || rows.softcap > 0.f) _mm512_store_ps(scores + k * kLanes, s);
       top = _mm512_max_ps(top, s);
     }
     // a lane that sees nothing yet stays as it was (rescale 1, weights 0); one whose
-    // maximum holds gets exp(0) = 1 exactly, so a block past its keys changes nothing
+    // maximum holds gets 2^0 = 1 exactly, so a block past its keys changes nothing
     const __mmask16 blind = _mm512_cmp_ps_mask(top, minus_inf, _CMP_EQ_OQ);
-    const __m512 rescale =
-        _mm512_mask_blend_ps(blind, exp_weights(_mm512_sub_ps(maxima, top)), _mm512_set1_ps(1.f));
+    const __m512 rescale = _mm512_mask_blend_ps(
+        blind, exp2_weights(_mm512_mul_ps(_mm512_sub_ps(maxima, top), to_log2)),
+        _mm512_set1_ps(1.f));
     maxima = top;
     __m512 block_sum = _mm512_setzero_ps();
     for (int64_t p = 0; p < kKeys / 2; ++p) {
       __m512 w[2];
       for (int i = 0; i < 2; ++i) {
         const __m512 s = _mm512_load_ps(scores + (2 * p + i) * kLanes);
-        const __mmask16 seen = _mm512_cmp_ps_mask(s, minus_inf, _CMP_NEQ_OQ);
-        w[i] = _mm512_maskz_mov_ps(seen, exp_weights(_mm512_sub_ps(s, top)));
+        w[i] = exp2_weights(_mm512_mul_ps(_mm512_sub_ps(s, top), to_log2));
+        if (hides)  // hidden keys weigh nothing (and blind lanes' NaNs go)
+          w[i] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(s, minus_inf, _CMP_NEQ_OQ), w[i]);
         block_sum = _mm512_add_ps(block_sum, w[i]);
       }
       const __m512bh pair = _mm512_cvtne2ps_pbh(w[1], w[0]);  // key 2p low, 2p + 1 high
