@@ -142,7 +142,7 @@ class EngineConfig:
     quantization: str | None = None  # "int8" or "int4": weight-only (needs bfloat16)
     speculative: str | None = None  # "ngram" (prompt lookup) or a draft model's name or path
     num_speculative_tokens: int = 4  # most draft tokens verified per sequence and step
-    compile: bool = False  # decode steps through torch.compile on the CPU (engine/compiled.py)
+    compile: bool = False  # decode and prompt steps through torch.compile on the CPU
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:

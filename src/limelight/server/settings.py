@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     max_num_seqs: int = 32
     dtype: str = "bfloat16"
     quantization: str | None = "int4"  # weights for decoding (engine/layers/quantized.py)
-    compile: bool = True  # decode steps through torch.compile (engine/compiled.py)
+    compile: bool = True  # decode and prompt steps through torch.compile (engine/compiled.py)
     max_body_bytes: int = 1 << 20  # JSON request bodies
     max_upload_bytes: int = 16 << 20  # character files
     max_tokens_default: int = 256  # a reply's length when the request does not say
