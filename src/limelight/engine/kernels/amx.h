@@ -44,6 +44,22 @@ struct alignas(64) TileConfig {
   }
 };
 
+// Every one of the 8 tiles 16 rows of 64 bytes: what the bfloat16 kernels use.
+inline void configure_tiles() {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) config.shape(t, 16, 64);
+  _tile_loadconfig(&config);
+}
+
+// The index vector that interleaves the two halves of 32 16-bit elements, [a0, b0, a1, b1,
+// ...]: two rows of bfloat16 values as a tile operand holds them, a pair to a 32-bit lane.
+inline __m512i pair_interleave() {
+  alignas(64) static const uint16_t kIndex[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                                21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                                11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  return _mm512_load_si512(kIndex);
+}
+
 #else
 
 inline bool amx_usable() { return false; }

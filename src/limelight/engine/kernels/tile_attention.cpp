@@ -160,10 +160,7 @@ void place_keys(const uint16_t* cache, const int64_t* slots, int64_t h, Operands
 // Values of head h as the first operand of the value product: for each 32 keys and 16
 // outputs, [16 outputs, 32 keys].  Pairs of keys interleaved, then transposed as 32 bits.
 void pack_values(const uint16_t* cache, const int64_t* slots, int64_t h, Operands& o) {
-  alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
-                                                     21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
-                                                     11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i interleave = _mm512_load_si512(kInterleave);
+  const __m512i interleave = pair_interleave();
   const int64_t width = o.kv * o.d;
   for (int64_t b = 0; b < o.blocks; ++b)
     for (int64_t c = 0; c < o.d / kOut; ++c) {
@@ -231,10 +228,7 @@ void attend_tile(const Operands& o, int64_t h, int64_t tile, const Rows& rows, f
   const __m512 scale = _mm512_set1_ps(rows.scale), minus_inf = _mm512_set1_ps(kNegInf);
   const __m512 to_log2 = _mm512_set1_ps(rows.softcap > 0.f ? kLog2e : rows.scale * kLog2e);
   const __m512i window_start = _mm512_sub_epi32(rows.position, _mm512_set1_epi32(rows.window));
-  alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
-                                                     21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
-                                                     11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i interleave = _mm512_load_si512(kInterleave);
+  const __m512i interleave = pair_interleave();
   __m512 maxima = minus_inf, sums = _mm512_setzero_ps();
   std::fill(out, out + d * kLanes, 0.f);
 
@@ -339,12 +333,6 @@ void attend_tile(const Operands& o, int64_t h, int64_t tile, const Rows& rows, f
   const __m512 inverse = _mm512_maskz_div_ps(summed, _mm512_set1_ps(1.f), sums);
   for (int64_t i = 0; i < d; ++i)
     _mm512_store_ps(out + i * kLanes, _mm512_mul_ps(_mm512_load_ps(out + i * kLanes), inverse));
-}
-
-void configure_tiles() {
-  TileConfig config;
-  for (int t = 0; t < 8; ++t) config.shape(t, 16, 64);
-  _tile_loadconfig(&config);
 }
 
 void run(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,

@@ -38,14 +38,6 @@ constexpr int64_t kTileElements = kTileRows * kDepth;
 
 #if LIMELIGHT_AMX
 
-// Tiles: 0-3 sums [16 rows, 16 columns] float32 (tile 2a + b: row tile a, column tile b),
-// 4-5 two tiles of x's rows [16, 32 inputs], 6-7 two tiles of W [16 input pairs, 16 x 2].
-void configure_tiles() {
-  TileConfig config;
-  for (int t = 0; t < 8; ++t) config.shape(t, kTileRows, 64);
-  _tile_loadconfig(&config);
-}
-
 // The rows of x by tiles of 16: whole tiles in place, the last part tile from a copy with
 // zero rows after it.
 struct Rows {
@@ -58,6 +50,8 @@ struct Rows {
 
 // sums [A * 16, B * 16] = A row tiles of x (tiles t and t + 1) times B column tiles of W
 // (from `w`, the next one `next` elements on), all K inputs.
+// Tiles: 0-3 sums [16 rows, 16 columns] float32 (tile 2a + b: row tile a, column tile b),
+// 4-5 two tiles of x's rows [16, 32 inputs], 6-7 two tiles of W [16 input pairs, 16 x 2].
 template <int A, int B>
 void multiply(const Rows& rows, int64_t t, const c10::BFloat16* w, int64_t next, float* sums) {
   const int64_t k = rows.k, x_stride = k * 2, sums_stride = B * kCols * 4;
@@ -127,10 +121,7 @@ void run(const Rows& rows, int64_t num_blocks, int64_t n, c10::BFloat16* y, cons
 // of each column.
 template <int64_t Bits>
 void dequantize_group(const uint8_t* group, c10::BFloat16* tile) {
-  alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
-                                                     21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
-                                                     11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i interleave = _mm512_load_si512(kInterleave);
+  const __m512i interleave = pair_interleave();
   const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group)));
   const __m512 m =
       _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + 32)));
