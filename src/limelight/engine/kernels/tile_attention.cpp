@@ -7,17 +7,18 @@
 // depends on the query's row in the call and on the number of keys, so a prompt token got
 // other bits when the prefix cache cut its prompt elsewhere (layers/batch.py: ChunkSplit).
 // Grouping positions and padding keys to PyTorch's blocks keeps the bits but pays for the
-// padding, and the flash kernel does not use the tiles.  Here every query is a row of a
-// tile; its keys are taken 32 at a time from key 0 (blocks fixed by position, not by the
-// call), each block's scores are one tile product chain over the head, folded into the
-// row's running maximum and sum, and its values added with one more chain.  A block past a
-// row's last visible key leaves it as it was, exactly (its weights are zeros, its rescale
-// one), so how far the other rows of its tile reach does not matter.
+// padding, and the flash kernel does not use the tiles.  Here each query (a position and a
+// query head) is one vector lane of a tile of 16; its keys are taken 32 at a time from key 0
+// (blocks fixed by position, not by the call); a block's scores [32 keys, 16 queries] are
+// one tile product chain over the head, folded into each lane's running maximum and sum
+// across the lanes, and its values added with one more chain.  A block past a lane's last
+// visible key leaves it as it was, exactly (its weights are zeros, its rescale 2^0 = 1), so
+// how far the other lanes of its tile reach does not matter.
 //
-// Queries: the rows (position, query head) of each KV head, 16 to a tile.  Keys of a head
-// are packed once a call into the tile operand's layout: for 16 keys and 32 inputs, row p
-// holds inputs 2p and 2p + 1 of each key; values, for 32 keys and 16 outputs, row p holds
-// keys 2p and 2p + 1 of each output.  Keys past the call's last are zeros.
+// Operands: keys are read in place, 16 rows of a cache block at a time (a gathered copy
+// where the 16 slots are not consecutive, zeros past the last key); values are packed once
+// a call, for 32 keys and 16 outputs as [16 outputs, 32 keys] (pairs of keys interleaved,
+// then transposed); the queries of each tile as [16 input pairs, 16 queries].
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -36,7 +37,6 @@
 #include "convert.h"
 #include "store.h"
 #include "tile.h"
-
 
 namespace limelight {
 namespace {
