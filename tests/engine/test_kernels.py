@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from limelight.engine import kernels
 from limelight.engine.layers.quantized import pack_levels
+from tests.engine.layers.test_dense import HAS_AMX
 
 Kernel = Callable[..., torch.Tensor]
 
@@ -331,12 +332,7 @@ def test_quant_matmul_takes_amx_where_the_cpu_has_it(quant_matmul: Kernel) -> No
 # limelight_kernels::tile_attention
 
 
-def cpu_flags() -> list[str]:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    return next(line for line in lines if line.startswith("flags")).split()
-
-
-HAS_TILES = {"amx_bf16", "amx_tile", "avx512_bf16"} <= set(cpu_flags())
+HAS_TILES = HAS_AMX  # the CPU lends AMX tiles: the tile kernels are offered
 tiles_only = pytest.mark.skipif(
     not HAS_TILES, reason="the CPU has no AMX: the kernel is not offered"
 )

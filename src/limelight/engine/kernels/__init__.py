@@ -57,7 +57,9 @@ _SOURCES = [
     _HERE / name
     for name in ("paged_decode.cpp", "quant_matmul.cpp", "tile_matmul.cpp", "tile_attention.cpp")
 ]
-_HEADERS = [_HERE / name for name in ("attend.h", "tile.h", "convert.h", "amx.h", "store.h")]
+_HEADERS = [
+    _HERE / name for name in ("attend.h", "tile.h", "convert.h", "amx.h", "store.h", "transpose.h")
+]
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 QUANT_ROWS = 16  # output rows packed together by `quant_matmul`'s weight layout
 QUANT_GROUP = 32  # inputs per scale and offset

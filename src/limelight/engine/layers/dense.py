@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from limelight.engine import kernels
+from limelight.engine.layers.quantized import QuantizedLinear
 
 TILE_COLS = 16  # output columns a weight tile holds
 TILE_DEPTH = 32  # inputs a tile product adds up
@@ -149,9 +150,7 @@ def dense_linears(model: nn.Module) -> int:
 def _dense_path(parent: nn.Module, linear: nn.Linear) -> nn.Module:
     """`linear`'s row-invariant form: from its quantized copy where `parent` (a quantized
     layer) has one in limelight's layout and the CPU has tiles, else DenseLinear."""
-    packed = getattr(parent, "packed", None)
-    bits = getattr(parent, "bits", None)
     usable = kernels.tile_quant_matmul() is not None and linear.in_features % TILE_DEPTH == 0
-    if isinstance(packed, Tensor) and bits in (4, 8) and usable:
-        return LevelTiles(packed, bits, linear.out_features, linear.bias)
+    if usable and isinstance(parent, QuantizedLinear) and parent.kernel is not None:
+        return LevelTiles(parent.packed, parent.bits, linear.out_features, linear.bias)
     return DenseLinear(linear)

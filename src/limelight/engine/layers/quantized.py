@@ -129,6 +129,7 @@ class QuantizedLinear(nn.Module):
 
     bits: ClassVar[int]
     torch_max_rows: ClassVar[int]  # above this many rows PyTorch's kernel loses to bfloat16
+    packed: Tensor  # `pack_levels`' layout, where limelight's kernel multiplies (`kernel`)
 
     def __init__(self, linear: nn.Linear, switch: QuantSwitch, symmetric: bool = False) -> None:
         super().__init__()
