@@ -24,11 +24,13 @@ class FakeVoice:
 
     def __init__(self) -> None:
         self.requests: list[tuple[float, str, float | None]] = []  # (when, text, deadline)
+        self.urgent: list[bool] = []
 
     async def synthesize(
-        self, text: str, profile: VoiceProfile, deadline: float | None = None
+        self, text: str, profile: VoiceProfile, deadline: float | None = None, urgent: bool = False
     ) -> Audio:
         self.requests.append((time.monotonic(), text, deadline))
+        self.urgent.append(urgent)
         await asyncio.sleep(0.2 / len(text))
         return Audio(np.zeros(len(text) * 100, dtype=np.float32), 16_000)
 
@@ -78,6 +80,7 @@ def test_later_pieces_are_due_when_the_earlier_ones_have_played() -> None:
     assert due_1 - due_0 == pytest.approx(len(first.strip()) / CHARACTERS_PER_SECOND)
     assert due_2 - due_1 == pytest.approx(len(second.strip()) / CHARACTERS_PER_SECOND)
     assert due_2 > asked_2  # asked for well before it will be needed
+    assert voice.urgent == [True, False, False]  # only the first is needed at once
 
 
 def test_deadline_executor_runs_the_earliest_deadline_first() -> None:
@@ -108,3 +111,25 @@ def test_deadline_executor_runs_the_earliest_deadline_first() -> None:
     executor.shutdown()
     with pytest.raises(RuntimeError, match="shut down"):
         executor.submit(0.0, lambda: None)
+
+
+def test_an_urgent_call_does_not_wait_for_the_busy_thread() -> None:
+    executor = DeadlineExecutor("test", urgent_threads=1)
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def block() -> None:
+        started.set()
+        release.wait(5)
+
+    blocker = executor.submit(0.0, block)
+    assert started.wait(5)
+    later = executor.submit(1.0, lambda: ran.append("later"))
+    urgent = executor.submit(2.0, lambda: ran.append("urgent"), urgent=True)
+    urgent.result(5)  # on the urgent lane, while the first thread is still busy
+    assert ran == ["urgent"] and not later.done()  # the lane takes urgent calls only
+    release.set()
+    later.result(5)
+    blocker.result(5)
+    assert ran == ["urgent", "later"]
+    executor.shutdown()

@@ -11,12 +11,12 @@ work) by the main thread; the int4 and int8 kernels alone took twice as long.
 So the engine loads and steps in one thread (`AsyncEngine`), and other PyTorch work in
 the process (the memory embedder) runs inside `one_thread()`, which starts no team.
 
-Work that holds a core for a while beside the engine (speech synthesis) says so with
-`lend_core()`, and the engine computes its steps on one thread fewer meanwhile
-(`step_threads`): a parallel region on every core waits at its end for the thread that
-shares a core with the other work.  SmolLM2 int4, eager, with Piper synthesising on one
-of the two cores: a decode step of one row took 29.9 ms on two threads and 18.7 on one
-(11.6 on two without Piper), of four rows 36.8 and 20.7.
+Work that holds a core for a while beside the engine (speech synthesis, embedding
+memories) says so with `lend_core()`, and the engine computes its steps on one thread
+fewer meanwhile (`step_threads`): a parallel region on every core waits at its end for
+the thread that shares a core with the other work.  SmolLM2 int4, eager, with Piper
+synthesising on one of the two cores: a decode step of one row took 29.9 ms on two
+threads and 18.7 on one (11.6 on two without Piper), of four rows 36.8 and 20.7.
 """
 
 from __future__ import annotations

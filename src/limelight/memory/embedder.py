@@ -29,7 +29,7 @@ import torch
 from tokenizers import Tokenizer
 
 from limelight.engine.errors import CheckpointError, ModelNotFoundError
-from limelight.engine.threads import one_thread
+from limelight.engine.threads import lend_core, one_thread
 from limelight.memory.bert import BertConfig, BertEncoder
 
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
@@ -80,7 +80,7 @@ class BertEmbedder(Embedder):
             return out
         encodings = self.tokenizer.encode_batch(list(texts))
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        with one_thread():  # the engine has the cores (engine/threads.py)
+        with one_thread(), lend_core():  # one core; the engine steps on the others
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
                 out[rows] = self._embed_batch([encodings[i].ids for i in rows])

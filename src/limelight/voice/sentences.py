@@ -32,7 +32,7 @@ _INITIALISM = re.compile(r"(?:[a-z]\.)+[a-z]")  # "e.g", "u.s"
 
 
 class SentenceSplitter:
-    def __init__(self, first_min_words: int = 6, max_chars: int = 200) -> None:
+    def __init__(self, first_min_words: int = 3, max_chars: int = 200) -> None:
         assert first_min_words >= 1 and max_chars >= 20
         self.first_min_words = first_min_words
         self.max_chars = max_chars

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from limelight.voice import VoiceProfile
@@ -38,3 +40,18 @@ def test_speaks_and_loads_once() -> None:
     assert audio.sample_rate == 22050 and 0.6 < audio.duration < 3.0
     assert 0.5 < abs(audio.samples).max() <= 0.9 + 1e-3  # scaled to PEAK, with headroom
     assert piper._load("en_US-joe-medium") is piper._load("en_US-joe-medium")
+
+
+@pytest.mark.slow
+def test_threads_may_synthesise_at_once() -> None:
+    """The server's urgent lane synthesises beside its main thread (server/speech.py)."""
+    piper = PiperBackend(BackendOptions(num_threads=1))
+    profile = VoiceProfile("piper", "en_US-joe-medium")
+    texts = ["The lighthouse keeper waved.", "Tea is ready, come inside.", "Yes.", "No, thank you."]
+    alone = {text: piper.synthesize(text, profile).duration for text in texts}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = list(pool.map(lambda text: piper.synthesize(text, profile), texts * 3))
+    for text, audio in zip(texts * 3, together, strict=True):
+        # the duration noise moves it a little; another text's phonemes would move it a lot
+        assert audio.duration == pytest.approx(alone[text], rel=0.25), text
+        assert abs(audio.samples).max() > 0.5

@@ -21,6 +21,9 @@ Plain ls = 1/rate would make rate 1.5 only 1.34 times faster.
   further out, VITS starts to slur.
 Piper splits text into sentences itself and scales each to full range; we join them with
 a short pause and scale to PEAK.
+Several threads may synthesise at once (the server's urgent lane, server/speech.py):
+onnxruntime sessions run concurrently, and piper phonemizes under a lock of its own (its
+espeak-ng bridge is process-global).
 """
 
 from __future__ import annotations
