@@ -490,3 +490,42 @@ def test_tile_attention_refuses_what_would_read_outside_the_cache(
     with pytest.raises(RuntimeError, match=message):
         tile_attention(**args)
     assert torch.equal(args["k_cache"], caches[0]) and torch.equal(args["v_cache"], caches[1])
+
+
+@pytest.mark.parametrize(
+    ("num_rows", "head_dim", "softcap", "in_blocks"),
+    [
+        (1, 64, 0.0, True),  # one row: its three query heads a KV head
+        (3, 64, 0.0, False),  # scattered slots: gathered copies of the keys
+        (5, 128, 0.0, True),  # 12 sharing queries a KV head: one tile of rows
+        (7, 64, 30.0, True),  # 18: two tiles of rows, and capped scores
+    ],
+)
+def test_bfloat16_rows_agree_with_float64(
+    kernel: Kernel, num_rows: int, head_dim: int, softcap: float, in_blocks: bool
+) -> None:
+    """bfloat16 queries and cache: the path of a real decode step, on AMX CPUs the tile loop
+    (attend_tiles.h).  Lengths cut blocks of 32 keys and chunks anywhere; all but row 1
+    share 300 keys."""
+    rng = torch.Generator().manual_seed(num_rows)
+    k_cache, v_cache = (torch.randn(4096, 3, head_dim, generator=rng).bfloat16() for _ in range(2))
+    shared = block_slots(rng, 256, 300) if in_blocks else torch.randperm(4096)[:300].tolist()
+    free = [s for s in range(4096) if s not in set(shared)]
+    if not in_blocks:
+        free = [free[i] for i in torch.randperm(len(free), generator=rng).tolist()]
+    lengths = [1 + 47 * row % 161 for row in range(num_rows)]  # 1, 48, 95, 142, 28, ...
+    own = [free[200 * row : 200 * row + n] for row, n in enumerate(lengths)]
+    slots = torch.zeros(num_rows, max(lengths), dtype=torch.long)
+    for b, row in enumerate(own):
+        slots[b, : len(row)] = long(row)
+    q = torch.randn(num_rows, 3, 3, head_dim, generator=rng).bfloat16()
+    sharing = [b for b in range(num_rows) if b != 1] if num_rows > 1 else []
+    scale = head_dim**-0.5
+    out = kernel(
+        q, k_cache, v_cache, slots, long([0] * num_rows), long(lengths), long(sharing),
+        long(shared if sharing else []), scale, softcap,
+    )  # fmt: skip
+    rows = [shared + own[b] if b in sharing else own[b] for b in range(num_rows)]
+    expected = reference(q, k_cache, v_cache, rows, scale, softcap)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), expected, atol=1e-2, rtol=2e-2)

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "attend.h"
+#include "attend_tiles.h"
 #include "store.h"
 
 namespace limelight {
@@ -201,6 +202,11 @@ void run(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cac
   gather_shared_queries(scaled, keys, kv, groups, d, shared_queries);
   const Chunk<C> base{nullptr, kv, groups, d, k_cache.data_ptr<C>(), v_cache.data_ptr<C>(),
                       nullptr, 0, static_cast<float>(softcap), nullptr};
+  // a bfloat16 cache, on a CPU that lends AMX tiles: the tile loop (attend_tiles.h)
+  bool tiles = false;
+#if LIMELIGHT_AMX
+  if constexpr (std::is_same_v<C, c10::BFloat16>) tiles = tiles_take(d);
+#endif
 
   int64_t scores = keys.num_shared * keys.num_shared_rows;
   for (int64_t b = 0; b < b_n; ++b) scores += keys.end[b] - keys.begin[b];
@@ -211,6 +217,9 @@ void run(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cac
   at::parallel_for(0, threads, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> scratch;
     std::vector<Partial> partials;
+#if LIMELIGHT_AMX
+    if (tiles) configure_tiles();
+#endif
     for (int64_t t = lo; t < hi; ++t)
       for (const int64_t i : shares[t]) {
         const Item& item = plan.items[i];
@@ -226,8 +235,19 @@ void run(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cac
         }
         plan.partials(item, keys, partials);
         chunk.out = partials.data();
+#if LIMELIGHT_AMX
+        if constexpr (std::is_same_v<C, c10::BFloat16>) {
+          if (tiles) {
+            attend_tiles(chunk);
+            continue;
+          }
+        }
+#endif
         attend(chunk, scratch);
       }
+#if LIMELIGHT_AMX
+    if (tiles) _tile_release();
+#endif
   });
   if (q.scalar_type() == at::kFloat)
     plan.merge(out.data_ptr<float>());

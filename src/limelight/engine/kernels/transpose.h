@@ -11,7 +11,7 @@ namespace limelight {
 
 // rows[i] = row i of a 16 x 16 matrix of 32-bit elements; afterwards row j holds column
 // kColumn.of[j] in row order (the network interleaves).
-void transpose16(__m512i (&rows)[16]) {
+inline void transpose16(__m512i (&rows)[16]) {
   __m512i a[16], b[16];
   for (int i = 0; i < 16; i += 2) {
     a[i] = _mm512_unpacklo_epi32(rows[i], rows[i + 1]);
@@ -49,10 +49,10 @@ struct ColumnOrder {  // worked out once by transposing the elements' indices
     }
   }
 };
-const ColumnOrder kColumn;
+inline const ColumnOrder kColumn;
 
 // 16 rows of 32 bits (`stride` elements apart) transposed into out [16, 16].
-void transpose_into(const int32_t* rows_at, int64_t stride, int64_t count, int32_t* out) {
+inline void transpose_into(const int32_t* rows_at, int64_t stride, int64_t count, int32_t* out) {
   __m512i rows[16];
   for (int64_t i = 0; i < 16; ++i)
     rows[i] = i < count ? _mm512_loadu_si512(rows_at + i * stride) : _mm512_setzero_si512();
