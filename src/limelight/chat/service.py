@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Collection
-from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -176,31 +175,20 @@ class ChatService:
         self, turn: ReplyContext, params: SamplingParams | None
     ) -> AsyncIterator[ReplyEvent]:
         prompt = await asyncio.to_thread(self._prompt, turn)
+        if turn.parent_id is None:  # a new message is stored once its prompt is known to fit
+            await asyncio.to_thread(self._store_message, turn)
         params = params or replace(REPLY_DEFAULTS)
         max_tokens = min(params.max_tokens, self.max_model_len - prompt.num_tokens - 1)
         params = replace(params, max_tokens=max(1, max_tokens))
-        # A new message is stored once its prompt is known to fit, while the engine
-        # computes the prompt (the store took 4-14 ms under load); a failed store aborts.
-        storing = None
-        if turn.parent_id is None:
-            storing = asyncio.ensure_future(asyncio.to_thread(self._store_message, turn))
         parts: list[str] = []
         completion, cached, reason = 0, 0, "stop"
-        try:
-            async with aclosing(self.engine.stream(prompt.text, params)) as stream:
-                async for delta in stream:
-                    if storing is not None:
-                        await storing
-                        storing = None
-                    cached = cached or delta.num_cached_tokens
-                    completion += len(delta.token_ids)
-                    parts.append(delta.text)
-                    if delta.text:
-                        yield Delta(delta.text)
-                    reason = delta.finish_reason or reason
-        finally:
-            if storing is not None:  # the engine refused the prompt, or the client left
-                await asyncio.gather(storing, return_exceptions=True)
+        async for delta in self.engine.stream(prompt.text, params):
+            cached = cached or delta.num_cached_tokens
+            completion += len(delta.token_ids)
+            parts.append(delta.text)
+            if delta.text:
+                yield Delta(delta.text)
+            reason = delta.finish_reason or reason
         content = "".join(parts).strip()
         usage = Usage(prompt.num_tokens, completion, cached)
         saved = await asyncio.to_thread(
