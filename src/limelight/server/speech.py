@@ -7,16 +7,17 @@ All audio is sent before the reply's `Done`, so a client that sees `done` has ev
 
 `VoiceWorker` owns the synthesis and transcription threads: the two models are CPU work
 that would stall the event loop, and they share two cores with the engine, so one
-synthesis thread bounds how much of the machine speech can take.  That thread takes the
-piece whose listener will need it first (`DeadlineExecutor`): a reply's first piece is
-needed now, a later one when the pieces before it have played, which `speak` estimates
-from their length.  So with several replies speaking at once, one user's first sentence
-does not wait behind another's fourth.  Nor behind the one already being synthesised: a
-first piece is urgent, and a second thread takes urgent pieces only, so it starts at once
-(its audio is the listener's whole wait; first pieces are short, so the lane is mostly
-idle).  In 4-user e2e runs a first piece's audio came p50 286-296 ms after its text with
-the lane, 300-322 without (two runs each): a gain within those runs' noise, kept because
-a first piece can no longer wait for a whole later sentence (~250 ms) to finish.
+synthesis thread (and a lane for first pieces, below) bounds how much of the machine
+speech can take.  That thread takes the piece whose listener will need it first
+(`DeadlineExecutor`): a reply's first piece is needed now, a later one when the pieces
+before it have played, which `speak` estimates from their length.  So with several
+replies speaking at once, one user's first sentence does not wait behind another's
+fourth.  Nor behind the one already being synthesised: a first piece is urgent, and a
+second thread takes urgent pieces only, so it starts at once (its audio is the listener's
+whole wait; first pieces are short, so the lane is mostly idle).  In 4-user e2e runs a
+first piece's audio came p50 286-296 ms after its text with the lane, 300-322 without
+(two runs each): a gain within those runs' noise, kept because a first piece can no
+longer wait for a whole later sentence (~250 ms) to finish.
 """
 
 from __future__ import annotations

@@ -227,18 +227,11 @@ void attend_many(const Chunk<C>& c, std::vector<float>& scratch) {
   }
 }
 
-// A chunk through the loop that suits its number of queries, with the head size fixed at
-// compile time where it is a common one.
-template <typename C>
-void attend(const Chunk<C>& c, std::vector<float>& scratch) {
-  auto run = [&](auto head_size) {
-    constexpr int64_t D = decltype(head_size)::value;
-    if (c.nq >= kManyQueries)
-      attend_many<D>(c, scratch);
-    else
-      attend_few<D>(c, scratch);
-  };
-  switch (c.d) {
+// `run(std::integral_constant<int64_t, D>{})` with D the head size `d` where it is a common
+// one (the loops then unroll), 0 for any other.
+template <typename F>
+void with_head_size(int64_t d, F&& run) {
+  switch (d) {
     case 64:
       return run(std::integral_constant<int64_t, 64>{});
     case 128:
@@ -248,6 +241,18 @@ void attend(const Chunk<C>& c, std::vector<float>& scratch) {
     default:
       return run(std::integral_constant<int64_t, 0>{});
   }
+}
+
+// A chunk through the loop that suits its number of queries.
+template <typename C>
+void attend(const Chunk<C>& c, std::vector<float>& scratch) {
+  with_head_size(c.d, [&](auto head_size) {
+    constexpr int64_t D = decltype(head_size)::value;
+    if (c.nq >= kManyQueries)
+      attend_many<D>(c, scratch);
+    else
+      attend_few<D>(c, scratch);
+  });
 }
 
 }  // namespace limelight

@@ -18,30 +18,33 @@
 // a product are zeros; the tile unit does them anyway at no cost that matters, and what it
 // saves is the widening of every key and value to float32 and the multiply-adds of
 // attend.h's loops.  SmolLM2's heads, 4 rows, one thread, µs a layer with the cache in the
-// CPU's caches: 1,136 keys shared and 560 each of their own 383 instead of 697; 1,700 of
-// their own 620 instead of 928 (packing the values is about 40% of that).  In the engine
+// CPU's caches: 1,136 keys shared and 560 each of their own 347 instead of 697; 1,700 of
+// their own 575 instead of 928 (packing the values is about 40% of that).  In the engine
 // the cache comes from memory (5 MB a layer for those 4 rows), and there a decode step of
-// 4 rows with a shared 1,136-token prefix took 36.5 instead of 45.6 ms on one thread, 23.2
+// 4 rows with a shared 1,136-token prefix took 33.2 instead of 45.6 ms on one thread, 22.8
 // instead of 28.4 on two (SmolLM2 int4, 48 greedy tokens); with 1,650 keys each and nothing
 // shared, about what it took before: both loops wait for memory there.  Fetching the next
 // block's rows ahead gave 10-15% of those figures.
 
 #pragma once
 
+#include <type_traits>
+#include <vector>
+
 #include "amx.h"
-
-#if LIMELIGHT_AMX
-
 #include "attend.h"
+#if LIMELIGHT_AMX
 #include "transpose.h"
+#endif
 
 namespace limelight {
 
+constexpr int64_t kTileHead = 256;  // the largest head size the tile loop takes
+
+#if LIMELIGHT_AMX
+
 constexpr int64_t kBlockKeys = 32;  // keys a value product adds up (two groups of 16)
 constexpr int64_t kRowsTile = 16;   // queries (tile rows) at once
-constexpr int64_t kTileHead = 256;  // the largest head size this loop takes
-
-inline bool tiles_take(int64_t d) { return d % 32 == 0 && d <= kTileHead && amx_usable(); }
 
 // The first operand rows of the 16 keys from `first` (of head h): in place where their slots
 // are consecutive, else copied into `copy` (zeros past the chunk's n keys).
@@ -103,7 +106,7 @@ inline void prefetch_block(const Chunk<c10::BFloat16>& c, int64_t first) {
 inline void split(__m512 x, __m256bh& hi, __m256bh& lo) {
   hi = _mm512_cvtneps_pbh(x);
   const __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(
-      _mm512_cvtepu16_epi32(reinterpret_cast<__m256i&>(hi)), 16));
+      _mm512_cvtepu16_epi32((__m256i)hi), 16));
   lo = _mm512_cvtneps_pbh(_mm512_sub_ps(x, back));
 }
 
@@ -158,56 +161,95 @@ inline float fold_block(__m512 (&s)[2], const __mmask16 (&seen)[2], float softca
   return rescale;
 }
 
+// The tile intrinsics take their tile numbers as literals (they go into the instruction),
+// so these two steps are macros, not templates.
+// Tile acc += the keys in tile k (16 rows, `stride` bytes apart) times the queries' hi and
+// lo parts in tiles 4 and 6.
+#define LIMELIGHT_ADD_SCORES(acc, k, keys, stride) \
+  do {                                             \
+    _tile_loadd(k, keys, stride);                  \
+    _tile_dpbf16ps(acc, k, 4);                     \
+    _tile_dpbf16ps(acc, k, 6);                     \
+  } while (0)
+// out [16 queries, 16 outputs] = the weights' hi and lo parts in tiles 4 and 6 times
+// `values` (paired as pack_value_pairs leaves them), through tiles acc and v.
+#define LIMELIGHT_VALUE_TILE(acc, v, values, out) \
+  do {                                            \
+    _tile_zero(acc);                              \
+    _tile_loadd(v, values, 64);                   \
+    _tile_dpbf16ps(acc, 4, v);                    \
+    _tile_dpbf16ps(acc, 6, v);                    \
+    _tile_stored(acc, out, 64);                   \
+  } while (0)
+
+// The scores of the 32 keys from `key0` for the packed queries (hi, lo), by query:
+// by_query[half] [16 queries, 16 keys] (keys past the chunk score 0; the caller masks them).
+inline void score_block(const Chunk<c10::BFloat16>& c, int64_t h, int64_t key0,
+                        const int32_t* const (&queries)[2], float (&by_query)[2][16 * 16]) {
+  alignas(64) uint16_t copies[2][16 * kTileHead];
+  alignas(64) float scores[16 * 16];
+  int64_t stride[2] = {0, 0};
+  const uint16_t* keys[2] = {nullptr, nullptr};
+  for (int64_t half = 0; half < 2; ++half)
+    if (key0 + 16 * half < c.n) keys[half] = key_group(c, key0 + 16 * half, h, copies[half], stride[half]);
+  _tile_zero(0);
+  _tile_zero(1);
+  for (int64_t s = 0; s < c.d / 32; ++s) {
+    _tile_loadd(4, queries[0] + s * 16 * 16, 64);
+    _tile_loadd(6, queries[1] + s * 16 * 16, 64);
+    LIMELIGHT_ADD_SCORES(0, 5, keys[0] + s * 32, stride[0]);
+    if (keys[1] != nullptr) LIMELIGHT_ADD_SCORES(1, 7, keys[1] + s * 32, stride[1]);
+  }
+  for (int64_t half = 0; half < 2; ++half) {  // [16 keys, 16 queries] → by query
+    if (half == 0) _tile_stored(0, scores, 64); else _tile_stored(1, scores, 64);
+    transpose_into(reinterpret_cast<const int32_t*>(scores), 16, 16,
+                   reinterpret_cast<int32_t*>(by_query[half]));
+  }
+}
+
+// acc [count, d] = acc times each query's rescale plus the block's values weighted by the
+// weights in tiles 4 and 6 (hi, lo), 16 outputs a tile.
+inline void add_block_values(const Chunk<c10::BFloat16>& c, int64_t h, int64_t key0,
+                             int64_t count, const float* rescale, float* acc) {
+  const __m512i interleave = pair_interleave();
+  alignas(64) int32_t values[16 * 16];
+  alignas(64) float block[16 * 16];
+  for (int64_t col = 0; col < c.d / 16; ++col) {
+    pack_value_pairs(c, key0, h, col, interleave, values);
+    if (col % 2 == 0)
+      LIMELIGHT_VALUE_TILE(0, 5, values, block);
+    else
+      LIMELIGHT_VALUE_TILE(1, 7, values, block);
+    for (int64_t j = 0; j < count; ++j) {
+      float* a = acc + j * c.d + col * 16;
+      _mm512_store_ps(a, _mm512_fmadd_ps(_mm512_load_ps(a), _mm512_set1_ps(rescale[j]),
+                                         _mm512_load_ps(block + j * 16)));
+    }
+  }
+}
+
 // The chunk `c` (tiles configured by the calling thread) for the queries [first, first +
-// count) of head h, count <= 16.  Tiles: 0-3 value sums (0-1 first the scores, keys by
-// rows), 4 and 6 queries or weights (hi, lo), 5 and 7 keys or values.
+// count) of head h, count <= 16.  Tiles: 0-1 scores, then value sums; 4 and 6 the
+// queries, then the weights (hi, lo); 5 and 7 keys or values.
 template <int64_t D>
 void attend_tile_rows(const Chunk<c10::BFloat16>& c, int64_t h, int64_t first, int64_t count) {
-  const int64_t d = D > 0 ? D : c.d, segments = d / 32, outs = d / 16;
+  const int64_t d = D > 0 ? D : c.d;
   alignas(64) int32_t queries[2][kTileHead / 32 * 16 * 16];  // hi, lo
-  alignas(64) uint16_t copies[2][16 * kTileHead];
-  alignas(64) float scores[2][16 * 16], by_query[2][16 * 16];
+  alignas(64) float by_query[2][16 * 16];
   alignas(64) uint16_t weights[2][kRowsTile * kBlockKeys] = {};  // hi, lo; past count 0
-  alignas(64) int32_t values[4][16 * 16];
-  alignas(64) float sums_of_block[4][16 * 16];
   alignas(64) float acc[kRowsTile * kTileHead];
   float maxima[kRowsTile], sums[kRowsTile], rescale[kRowsTile];
   std::fill(maxima, maxima + count, kNegInf);
   std::fill(sums, sums + count, 0.f);
   std::fill(acc, acc + count * d, 0.f);
   pack_queries(c, h, first, count, queries[0], queries[1]);
-  const __m512i interleave = pair_interleave();
+  const int32_t* const packed[2] = {queries[0], queries[1]};
 
   const bool fetches = h == 0 && first == 0;  // the chunk's first pass over its keys
   if (fetches) prefetch_block(c, 0);
   for (int64_t key0 = 0; key0 < c.n; key0 += kBlockKeys) {
     if (fetches) prefetch_block(c, key0 + kBlockKeys);
-    // scores [16 keys, 16 queries] of each half of the block: tiles 0 and 1
-    for (int64_t half = 0; half < 2; ++half) {
-      int64_t stride = 0;
-      const uint16_t* keys =
-          key0 + 16 * half < c.n ? key_group(c, key0 + 16 * half, h, copies[half], stride) : nullptr;
-      if (half == 0) _tile_zero(0); else _tile_zero(1);
-      for (int64_t s = 0; keys != nullptr && s < segments; ++s) {
-        _tile_loadd(4, queries[0] + s * 16 * 16, 64);
-        _tile_loadd(6, queries[1] + s * 16 * 16, 64);
-        if (half == 0) {
-          _tile_loadd(5, keys + s * 32, stride);
-          _tile_dpbf16ps(0, 5, 4);
-          _tile_dpbf16ps(0, 5, 6);
-        } else {
-          _tile_loadd(7, keys + s * 32, stride);
-          _tile_dpbf16ps(1, 7, 4);
-          _tile_dpbf16ps(1, 7, 6);
-        }
-      }
-    }
-    _tile_stored(0, scores[0], 64);
-    _tile_stored(1, scores[1], 64);
-    for (int64_t half = 0; half < 2; ++half)
-      transpose_into(reinterpret_cast<const int32_t*>(scores[half]), 16, 16,
-                     reinterpret_cast<int32_t*>(by_query[half]));
-
+    score_block(c, h, key0, packed, by_query);
     const __mmask16 seen[2] = {
         static_cast<__mmask16>((1u << std::clamp<int64_t>(c.n - key0, 0, 16)) - 1),
         static_cast<__mmask16>((1u << std::clamp<int64_t>(c.n - key0 - 16, 0, 16)) - 1)};
@@ -216,48 +258,9 @@ void attend_tile_rows(const Chunk<c10::BFloat16>& c, int64_t h, int64_t first, i
       rescale[j] = fold_block(s, seen, c.softcap, maxima[j], sums[j],
                               weights[0] + j * kBlockKeys, weights[1] + j * kBlockKeys);
     }
-
-    // the values, 16 outputs a tile, four tiles at a time: [16 queries, 16 outputs]
     _tile_loadd(4, weights[0], 64);
     _tile_loadd(6, weights[1], 64);
-    for (int64_t col = 0; col < outs; col += 4) {
-      const int64_t n = std::min<int64_t>(4, outs - col);
-      for (int64_t t = 0; t < n; ++t) pack_value_pairs(c, key0, h, col + t, interleave, values[t]);
-      _tile_zero(0);
-      _tile_loadd(5, values[0], 64);
-      _tile_dpbf16ps(0, 4, 5);
-      _tile_dpbf16ps(0, 6, 5);
-      if (n > 1) {
-        _tile_zero(1);
-        _tile_loadd(7, values[1], 64);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(1, 6, 7);
-      }
-      if (n > 2) {
-        _tile_zero(2);
-        _tile_loadd(5, values[2], 64);
-        _tile_dpbf16ps(2, 4, 5);
-        _tile_dpbf16ps(2, 6, 5);
-      }
-      if (n > 3) {
-        _tile_zero(3);
-        _tile_loadd(7, values[3], 64);
-        _tile_dpbf16ps(3, 4, 7);
-        _tile_dpbf16ps(3, 6, 7);
-      }
-      _tile_stored(0, sums_of_block[0], 64);
-      if (n > 1) _tile_stored(1, sums_of_block[1], 64);
-      if (n > 2) _tile_stored(2, sums_of_block[2], 64);
-      if (n > 3) _tile_stored(3, sums_of_block[3], 64);
-      for (int64_t j = 0; j < count; ++j) {
-        const __m512 r = _mm512_set1_ps(rescale[j]);
-        for (int64_t t = 0; t < n; ++t) {
-          float* a = acc + j * d + (col + t) * 16;
-          _mm512_store_ps(a, _mm512_fmadd_ps(_mm512_load_ps(a), r,
-                                             _mm512_load_ps(sums_of_block[t] + j * 16)));
-        }
-      }
-    }
+    add_block_values(c, h, key0, count, rescale, acc);
   }
   for (int64_t j = 0; j < count; ++j) {
     const Partial& o = c.out[h * c.nq + first + j];
@@ -267,25 +270,55 @@ void attend_tile_rows(const Chunk<c10::BFloat16>& c, int64_t h, int64_t first, i
   }
 }
 
-// The chunk `c` on tiles (configured by the calling thread), with the head size fixed at
-// compile time where it is a common one.
+// The chunk `c` on tiles (configured by the calling thread).
 inline void attend_tiles(const Chunk<c10::BFloat16>& c) {
-  auto run = [&](auto head_size) {
-    constexpr int64_t D = decltype(head_size)::value;
+  with_head_size(c.d, [&](auto head_size) {
     for (int64_t h = 0; h < c.kv; ++h)
       for (int64_t first = 0; first < c.nq; first += kRowsTile)
-        attend_tile_rows<D>(c, h, first, std::min(kRowsTile, c.nq - first));
-  };
-  switch (c.d) {
-    case 64:
-      return run(std::integral_constant<int64_t, 64>{});
-    case 128:
-      return run(std::integral_constant<int64_t, 128>{});
-    default:
-      return run(std::integral_constant<int64_t, 0>{});
+        attend_tile_rows<decltype(head_size)::value>(c, h, first,
+                                                     std::min(kRowsTile, c.nq - first));
+  });
+}
+
+#undef LIMELIGHT_ADD_SCORES
+#undef LIMELIGHT_VALUE_TILE
+
+#endif  // LIMELIGHT_AMX
+
+// Whether paged_decode takes the tiles for a cache of C with heads of d: bfloat16, heads
+// of whole 32s up to kTileHead, on a CPU that lends AMX tiles.
+template <typename C>
+bool tiles_take(int64_t d) {
+#if LIMELIGHT_AMX
+  if constexpr (std::is_same_v<C, c10::BFloat16>) return d % 32 == 0 && d <= kTileHead && amx_usable();
+#endif
+  return false;
+}
+
+// The calling thread's tiles configured while it lives, when `on`.
+struct TileScope {
+  bool on;
+  explicit TileScope(bool on) : on(on) {
+#if LIMELIGHT_AMX
+    if (on) configure_tiles();
+#endif
   }
+  ~TileScope() {
+#if LIMELIGHT_AMX
+    if (on) _tile_release();
+#endif
+  }
+};
+
+// A chunk through the tiles (`tiles`: tiles_take said so, and a TileScope is live) or
+// through attend.h's loops.
+template <typename C>
+void attend_chunk(const Chunk<C>& c, std::vector<float>& scratch, bool tiles) {
+#if LIMELIGHT_AMX
+  if constexpr (std::is_same_v<C, c10::BFloat16>)
+    if (tiles) return attend_tiles(c);
+#endif
+  attend(c, scratch);
 }
 
 }  // namespace limelight
-
-#endif

@@ -202,11 +202,7 @@ void run(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cac
   gather_shared_queries(scaled, keys, kv, groups, d, shared_queries);
   const Chunk<C> base{nullptr, kv, groups, d, k_cache.data_ptr<C>(), v_cache.data_ptr<C>(),
                       nullptr, 0, static_cast<float>(softcap), nullptr};
-  // a bfloat16 cache, on a CPU that lends AMX tiles: the tile loop (attend_tiles.h)
-  bool tiles = false;
-#if LIMELIGHT_AMX
-  if constexpr (std::is_same_v<C, c10::BFloat16>) tiles = tiles_take(d);
-#endif
+  const bool tiles = tiles_take<C>(d);  // the tile loop (attend_tiles.h)
 
   int64_t scores = keys.num_shared * keys.num_shared_rows;
   for (int64_t b = 0; b < b_n; ++b) scores += keys.end[b] - keys.begin[b];
@@ -217,9 +213,7 @@ void run(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cac
   at::parallel_for(0, threads, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> scratch;
     std::vector<Partial> partials;
-#if LIMELIGHT_AMX
-    if (tiles) configure_tiles();
-#endif
+    const TileScope scope(tiles);
     for (int64_t t = lo; t < hi; ++t)
       for (const int64_t i : shares[t]) {
         const Item& item = plan.items[i];
@@ -235,19 +229,8 @@ void run(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cac
         }
         plan.partials(item, keys, partials);
         chunk.out = partials.data();
-#if LIMELIGHT_AMX
-        if constexpr (std::is_same_v<C, c10::BFloat16>) {
-          if (tiles) {
-            attend_tiles(chunk);
-            continue;
-          }
-        }
-#endif
-        attend(chunk, scratch);
+        attend_chunk(chunk, scratch, tiles);
       }
-#if LIMELIGHT_AMX
-    if (tiles) _tile_release();
-#endif
   });
   if (q.scalar_type() == at::kFloat)
     plan.merge(out.data_ptr<float>());
