@@ -38,12 +38,24 @@ async function listSessions() {
 
 export async function newSession() {
   stopSpeaking();
-  render(await sendJSON("POST", "/api/sessions", { character: chat.character.slug, user: settings.user }));
+  await switching(() => sendJSON("POST", "/api/sessions", { character: chat.character.slug, user: settings.user }));
   if (!$("sessions").hidden) await showSessions();
 }
 
 export async function loadSession(id) {
-  render(await getJSON(`/api/sessions/${id}`));
+  await switching(() => getJSON(`/api/sessions/${id}`));
+}
+
+// Shows the session `load` fetches; sending waits meanwhile, so that a message typed while
+// the chat switches goes to the session on screen, not to the one being left.
+async function switching(load) {
+  if (chat.busy) return render(await load());
+  setBusy(true);
+  try {
+    render(await load());
+  } finally {
+    setBusy(false);
+  }
 }
 
 export function render(session) {
